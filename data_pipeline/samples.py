@@ -80,6 +80,24 @@ REGISTRY: dict[str, SampleSpec] = {
         sha256="464bd5300c24fce16fcc4555d4231a57632caae4d0090ad6aa92854a3b227ba7",
         description="Natsume Soseki's Botchan, English translation (Project Gutenberg), 279 kB, CRLF lines",
     ),
+    "pywb_warcs": SampleSpec(
+        package="pywb",
+        version="2.10.0",
+        archive="pywb-2.10.0.tar.gz",
+        archive_sha256="5ae43c9b2a5321e39b9c8e16538bfbc0146eeb6fe26713232e45378b774a1a96",
+        member="sample_archive/warcs/",
+        sha256="edfa99edd4cd1c70ee0745c151efe69f4b05eed86bac2b99933e626e7d9a6e83",
+        description="real web crawl: iana.org 2014 (343 WARC records) plus small WARC/ARC variants, one malformed",
+    ),
+    "chardet_tests": SampleSpec(
+        package="chardet",
+        version="5.2.0",
+        archive="chardet-5.2.0.tar.gz",
+        archive_sha256="1b3b6ff479a8c414bc3fa2c0852995695c4a026dcd6d0633b2dd092ca39c1cf7",
+        member="tests/",
+        sha256="12937c129961eaf4b5363687f13e2aae97db00ac64819874972a6a3575f6c9b3",
+        description="426 real web pages and feeds in about 30 languages and legacy encodings, one folder per encoding",
+    ),
 }
 
 
