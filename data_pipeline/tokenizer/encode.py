@@ -1,0 +1,91 @@
+"""Encode documents into a Megatron indexed dataset (<prefix>.bin / <prefix>.idx) for the trainer.
+
+One Megatron "document" per input document, holding its tokens followed by the EOD id (the tokenizer's
+eos, ``</s>``). Token dtype: uint16 when the vocabulary has fewer than 65500 pieces, else int32
+(megatron's ``DType.optimal_dtype``). Files are written under temporary names and renamed when complete,
+so a crash never leaves a half-written pair behind the final names; ``<prefix>.json`` records the stats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
+
+from data_pipeline.tokenizer.validate import validate_indexed_dataset
+
+
+def encode_documents(
+    docs: Iterable[str],
+    tokenizer_model: str | Path,
+    output_prefix: str | Path,
+    *,
+    num_threads: int = 4,
+    batch_size: int = 256,
+) -> dict:
+    """Tokenize docs into output_prefix.bin/.idx; return stats (documents, tokens, bytes, bytes_per_token...)."""
+    tokenizer_model = Path(tokenizer_model)
+    if not tokenizer_model.is_file():
+        raise FileNotFoundError(f"tokenizer model {tokenizer_model} not found; train one with "
+                                "`python -m data_pipeline.tokenizer train --input ... --output DIR/tokenizer`")
+    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
+    eod = sp.eos_id()
+    if eod < 0:
+        raise ValueError(f"{tokenizer_model} has no eos piece to use as EOD; train it with "
+                         "data_pipeline.tokenizer.train (eos id 2)")
+    dtype = DType.optimal_dtype(sp.vocab_size())
+    output_prefix = Path(output_prefix)
+    output_prefix.parent.mkdir(parents=True, exist_ok=True)
+    tmp_prefix = output_prefix.with_name(f".{output_prefix.name}.tmp{os.getpid()}")
+    tmp_bin, tmp_idx = Path(f"{tmp_prefix}.bin"), Path(f"{tmp_prefix}.idx")
+
+    stats = {"documents": 0, "empty_skipped": 0, "tokens": 0, "text_tokens": 0, "bytes": 0}
+    builder = IndexedDatasetBuilder(str(tmp_bin), dtype=dtype)
+    try:
+        for batch in _batches(docs, batch_size):
+            kept = [d for d in batch if d]
+            stats["empty_skipped"] += len(batch) - len(kept)
+            for doc, ids in zip(kept, sp.encode(kept, out_type=int, num_threads=num_threads)):
+                ids.append(eod)
+                builder.add_document(np.asarray(ids, dtype=dtype), [len(ids)])
+                stats["documents"] += 1
+                stats["tokens"] += len(ids)
+                stats["text_tokens"] += len(ids) - 1
+                stats["bytes"] += len(doc.encode("utf-8"))
+        builder.finalize(str(tmp_idx))
+        if stats["documents"] == 0:
+            raise ValueError(f"no non-empty documents to encode into {output_prefix}; check the inputs")
+        validate_indexed_dataset(tmp_prefix)
+        os.replace(tmp_bin, f"{output_prefix}.bin")
+        os.replace(tmp_idx, f"{output_prefix}.idx")
+    finally:
+        builder.data_file.close()
+        tmp_bin.unlink(missing_ok=True)
+        tmp_idx.unlink(missing_ok=True)
+
+    stats.update(
+        bytes_per_token=round(stats["bytes"] / max(stats["text_tokens"], 1), 4),
+        eod_id=eod,
+        vocab_size=sp.vocab_size(),
+        dtype=np.dtype(dtype).name,
+        tokenizer_model=str(tokenizer_model.resolve()),
+        tokenizer_sha256=hashlib.sha256(tokenizer_model.read_bytes()).hexdigest(),
+        prefix=str(output_prefix),
+    )
+    tmp_json = Path(f"{tmp_prefix}.json")
+    tmp_json.write_text(json.dumps(stats, indent=2) + "\n")
+    os.replace(tmp_json, f"{output_prefix}.json")
+    return stats
+
+
+def _batches(docs: Iterable[str], size: int) -> Iterator[list[str]]:
+    it = iter(docs)
+    while batch := list(islice(it, size)):
+        yield batch
