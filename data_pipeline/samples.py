@@ -172,7 +172,12 @@ def _fetch_one(name: str, spec: SampleSpec, cache_dir: Path) -> Path:
                 f"{spec.sha256}. Fix the REGISTRY entry in data_pipeline/samples.py (member path or sha256)."
             )
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(extracted, final)  # atomic: same filesystem, readers see all or nothing
+        try:
+            os.replace(extracted, final)  # atomic: same filesystem, readers see all or nothing
+        except OSError:
+            # a concurrent fetch placed the same folder first (a file would just have been replaced)
+            if not (final.exists() and member_sha256(final) == spec.sha256):
+                raise
     return final
 
 
