@@ -190,6 +190,12 @@ def test_cli_train_and_encode_jsonl_with_corrupt_records(tmp_path, sample_paths,
     assert "missing.idx is missing" in capsys.readouterr().err
 
 
+def test_sample_names_are_inputs(sample_paths):
+    assert list(iter_documents(["botchan"])) == [sample_paths["botchan"].read_bytes().decode("utf-8")]
+    titles_docs = list(iter_documents(["enwiki"]))
+    assert len(titles_docs) == 106 and titles_docs[0].startswith("Anarchism is")
+
+
 def test_txt_document_modes(tmp_path):
     path = tmp_path / "a.txt"
     path.write_bytes(b"first para\r\nline two\r\n\r\n\r\nsecond para\n \nthird\n")
