@@ -1,0 +1,13 @@
+"""Scaling laws: IsoFLOP ladders of runs, loss-vs-tokens tracking, Chinchilla fits with bootstrap intervals,
+compute-optimal answers and plots. CLI: python -m tools.scaling {plan,run,fit}; see README_scaling.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def quickstart_ladder(data_cfg_overrides: list[str], out_dir: Path, budget_flops: float) -> dict:
+    """Plan, train (CPU, sequentially), fit and plot a tiny ladder; print the compute-optimal answer."""
+    from tools.scaling.quickstart import quickstart_ladder as run
+
+    return run(data_cfg_overrides, out_dir, budget_flops)

@@ -1,0 +1,49 @@
+"""python -m tools.scaling {plan,run,fit} key=value ...  (keys: conf/scaling.yaml, tools/scaling/config.py)
+
+  plan   budgets=[1e15,3e15,1e16] family=llama ladder=DIR   print the IsoFLOP ladder, write DIR/plan.json, runs.txt
+  run    ladder=DIR                                          train the planned runs locally, one after another
+  fit    data=<ladder dir or csv> out=DIR                    fits with intervals -> DIR/fit.json and plots
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tools.scaling.config import ConfigError, load_config
+
+COMMANDS = ("plan", "run", "fit")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    command, overrides = argv[0], argv[1:]
+    try:
+        cfg = load_config(command, overrides)
+        if command == "plan":
+            from tools.scaling.plan import format_plan, plan_ladder, write_plan
+
+            plan = plan_ladder(cfg)
+            print(format_plan(plan))
+            ladder = write_plan(plan, cfg)
+            print(f"wrote {ladder}/plan.json and {ladder}/runs.txt ({len(plan.runs)} runs; "
+                  f"train them with: python -m tools.scaling run ladder={ladder})")
+            return 0
+        if command == "run":
+            from tools.scaling.runner import run_ladder
+
+            failed = run_ladder(cfg)
+            return 1 if failed else 0
+        from tools.scaling.fit import format_summary, run_fit
+
+        print(format_summary(run_fit(cfg)))
+        return 0
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

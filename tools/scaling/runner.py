@@ -1,0 +1,48 @@
+"""Train a planned ladder locally: each run as `python -m pretrain <its overrides>`, one after another.
+
+Runs that already have finished.json are skipped, so an interrupted ladder continues where it stopped (the
+trainer itself resumes a half-done run from its latest checkpoint). The Slurm array runs the same lines of
+<ladder>/runs.txt, one per task.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tools.scaling.config import ScalingConfig
+from tools.scaling.plan import read_plan
+
+PREEMPTED = 99  # the trainer's exit code after a checkpoint on SIGUSR1/SIGTERM
+
+
+def run_dir_of(run: dict) -> Path:
+    for o in run["overrides"]:
+        if o.startswith("run.dir="):
+            return Path(o.split("=", 1)[1])
+    raise ValueError(f"planned run {run['name']} has no run.dir override")
+
+
+def run_ladder(cfg: ScalingConfig, log=print) -> list[str]:
+    """Train every planned run that has not finished; returns the names of the runs that failed."""
+    plan = read_plan(Path(cfg.ladder))
+    python = cfg.python or sys.executable
+    failed = []
+    for i, run in enumerate(plan["runs"]):
+        rd = run_dir_of(run)
+        if (rd / "finished.json").is_file():
+            log(f"[{i + 1}/{len(plan['runs'])}] {run['name']}: finished already, skipped")
+            continue
+        rd.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        with (rd / "ladder_stdout.log").open("ab") as out:
+            rc = subprocess.call([python, "-m", "pretrain", *run["overrides"]], stdout=out, stderr=subprocess.STDOUT)
+        status = "done" if rc == 0 else f"FAILED (exit {rc}; see {rd / 'ladder_stdout.log'})"
+        if rc == PREEMPTED:
+            status = "stopped by a signal after a checkpoint (exit 99); run again to resume"
+        log(f"[{i + 1}/{len(plan['runs'])}] {run['name']}: {status} in {time.time() - t0:.0f} s")
+        if rc != 0:
+            failed.append(run["name"])
+    return failed
