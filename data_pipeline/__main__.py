@@ -1,0 +1,88 @@
+"""Command line.
+
+    python -m data_pipeline stage=filter input.paths=[DIR] input.format=warc filters=fineweb \\
+        executor=local executor.tasks=4 output.dir=OUT          # Hydra; --multirun sweeps
+    python -m data_pipeline report OUT                           # the manifest as a table
+    python -m data_pipeline finalize OUT                         # (re)write manifest.json once all tasks are done
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def run_stage(cfg) -> None:
+    from data_pipeline.executors import run_with_executor
+    from data_pipeline.stage import build_pipeline, check_or_record_state, logs_dir
+
+    pipeline, roles = build_pipeline(cfg)
+    if cfg.executor.kind == "mpi":
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        error = None
+        if comm.Get_rank() == 0:
+            try:
+                check_or_record_state(cfg, roles)
+            except Exception as exc:  # noqa: BLE001 - every rank must stop with the same message
+                error = str(exc)
+        error = comm.bcast(error, root=0)
+        if error:
+            raise SystemExit(f"error: {error}")
+    else:
+        check_or_record_state(cfg, roles)
+    run_with_executor(cfg, pipeline, logs_dir(cfg))
+
+
+def _hydra_main() -> None:
+    import hydra
+    from omegaconf import OmegaConf
+
+    from data_pipeline.config import ConfigError, stage_config_from_dict
+
+    @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="data")
+    def main(hcfg) -> None:
+        try:
+            cfg = stage_config_from_dict(OmegaConf.to_container(hcfg, resolve=True))
+            run_stage(cfg)
+        except ConfigError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        from data_pipeline.report import report
+
+        if cfg.executor.kind != "mpi" or _mpi_rank() == 0:
+            print(report(cfg.output.dir), flush=True)
+
+    # The config groups (filters/, executor/) live in conf/data/ next to the other roots' groups.
+    sys.argv.insert(1, f"hydra.searchpath=[file://{CONF_DIR / 'data'}]")
+    main()
+
+
+def _mpi_rank() -> int:
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank()
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args and args[0] in ("report", "finalize"):
+        if len(args) != 2:
+            raise SystemExit(f"usage: python -m data_pipeline {args[0]} OUTPUT_DIR")
+        from data_pipeline.manifest import AccountingError, write_manifest
+        from data_pipeline.report import report
+
+        try:
+            if args[0] == "finalize":
+                write_manifest(args[1])
+            print(report(args[1]))
+        except (FileNotFoundError, AccountingError) as exc:
+            raise SystemExit(f"error: {exc}") from None
+        return
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
