@@ -45,8 +45,8 @@ class WarcSource(ReaderAccounting, BaseDiskReader):
         records = 0
         try:
             with self.data_folder.open(filepath, "rb", compression=None) as f:
-                for records, record in enumerate(ArchiveIterator(f, arc2warc=True), start=1):
-                    data = self._record_to_dict(record)
+                for records, record in enumerate(ArchiveIterator(f), start=1):
+                    data = self._record_to_dict(record, f"{filepath}#{records - 1}")
                     if data is None:
                         continue
                     document = self.get_document_from_dict(data, filepath, records - 1)
@@ -69,7 +69,7 @@ class WarcSource(ReaderAccounting, BaseDiskReader):
         self.count_error(reason)
         logger.warning(f"WARC file ended with {type(exc).__name__}: {exc} (after {records} records); counted")
 
-    def _record_to_dict(self, record) -> dict | None:
+    def _record_to_dict(self, record, position: str) -> dict | None:
         stream = record.content_stream() if record.rec_type in ("response", "conversion") else record.raw_stream
         payload = stream.read(self.max_record_bytes + 1)
         self.count_in(len(payload))
@@ -105,7 +105,8 @@ class WarcSource(ReaderAccounting, BaseDiskReader):
         headers = record.rec_headers
         return {
             "text": text,
-            "id": headers.get_header("WARC-Record-ID") or headers.get_header("uri"),
+            # ARC records get a random WARC-Record-ID from warcio's conversion: use the position instead
+            "id": position if record.format.startswith("arc") else headers.get_header("WARC-Record-ID") or position,
             "url": headers.get_header("WARC-Target-URI") or headers.get_header("uri"),
             "date": headers.get_header("WARC-Date") or headers.get_header("archive-date"),
             "charset": charset,
