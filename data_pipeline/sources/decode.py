@@ -54,9 +54,9 @@ def _unmarked_utf16_or_32(head: bytes) -> str | None:
     if n < 8:
         return None
     nul_at = [sum(1 for i in range(k, n, 4) if head[i] == 0) / (n // 4) for k in range(4)]
-    if min(nul_at[1:]) > 0.9:
+    if nul_at[2] > 0.9 and nul_at[3] > 0.9 and nul_at[0] < 0.5:
         return "utf-32-le"
-    if min(nul_at[:3]) > 0.9:
+    if nul_at[0] > 0.9 and nul_at[1] > 0.9 and nul_at[3] < 0.5:
         return "utf-32-be"
     if nul_at[1] > 0.6 and nul_at[3] > 0.6:
         return "utf-16-le"
@@ -85,9 +85,12 @@ def decode_payload(data: bytes, content_type: str | None = None) -> tuple[str, s
         if not _is_utf16_or_32(guess):
             raise DecodeError("binary_payload")
         try:
-            return data.decode(guess), guess.lower()
+            text = data.decode(guess)
         except (UnicodeDecodeError, LookupError):
             raise DecodeError("binary_payload") from None
+        if text.count("\x00") > len(text) // 20:
+            raise DecodeError("binary_payload")
+        return text, guess.lower()
     if sum(head.count(c) for c in _CONTROL) > len(head) // 20:
         raise DecodeError("binary_payload")
     try:

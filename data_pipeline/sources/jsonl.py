@@ -14,6 +14,16 @@ from datatrove.pipeline.readers.jsonl import JsonlReader
 from data_pipeline.sources.accounting import ReaderAccounting
 
 
+def _lines(f, chunk_bytes: int = 1 << 20):
+    """Lines of a binary stream (compressed streams need not implement readline)."""
+    pending = b""
+    while chunk := f.read(chunk_bytes):
+        *lines, pending = (pending + chunk).split(b"\n")
+        yield from lines
+    if pending:
+        yield pending
+
+
 class JsonlSource(ReaderAccounting, JsonlReader):
     name = "🐿 JSONL (accounted)"
 
@@ -21,7 +31,7 @@ class JsonlSource(ReaderAccounting, JsonlReader):
         line_no = -1
         try:
             with self.data_folder.open(filepath, "rb", compression=self.compression) as f:
-                for line_no, line in enumerate(f):
+                for line_no, line in enumerate(_lines(f)):
                     if not line.strip():
                         continue
                     self.count_in(len(line))

@@ -76,6 +76,9 @@ class WarcSource(ReaderAccounting, BaseDiskReader):
         if len(payload) > self.max_record_bytes:
             self.count_error("too_large")
             return None
+        if getattr(record.raw_stream, "limit", 0) > 0:  # fewer bytes than its Content-Length: cut short
+            self.count_error("truncated_record")
+            return None
         wanted = "conversion" if self.kind == "wet" else "response"
         if record.rec_type != wanted:
             self.count_removed(f"not_{'wet_conversion' if self.kind == 'wet' else 'http_response'}")
