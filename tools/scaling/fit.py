@@ -198,6 +198,8 @@ def run_fit(cfg: ScalingConfig, plots: bool = True) -> dict:
         except ValueError as e:
             results[key] = None  # type: ignore[assignment]
             doc.setdefault("errors", {})[key] = str(e)
+    if not any(results.values()):
+        raise ValueError("nothing could be fitted: " + "; ".join(f"{k}: {v}" for k, v in doc["errors"].items()))
     if cfg.fit.group_by is None and "all" in results:
         doc.update(results["all"].doc if results["all"] else {})
     else:

@@ -138,13 +138,13 @@ def read_plan(ladder: Path) -> dict:
 
 
 def format_plan(plan: Plan) -> str:
-    head = f"{'run':<24}{'budget':>10}{'layers':>7}{'hidden':>7}{'params':>12}{'non-emb':>12}" \
-           f"{'tokens':>12}{'tok/param':>10}{'iters':>7}"
+    head = f"{'run':<24}{'budget':>10}{'layers':>7}{'hidden':>7}{'params':>14}{'non-emb':>14}" \
+           f"{'tokens':>16}{'tok/param':>10}{'iters':>10}"
     lines = [head, "-" * len(head)]
     for r in plan.runs:
         lines.append(f"{r.name:<24}{r.budget:>10.2e}{r.shape.num_layers:>7}{r.shape.hidden_size:>7}"
-                     f"{r.params_total:>12,}{r.params_non_embedding:>12,}{r.tokens:>12,}"
-                     f"{r.tokens / r.params_total:>10.1f}{r.iters:>7}")
+                     f"{r.params_total:>14,}{r.params_non_embedding:>14,}{r.tokens:>16,}"
+                     f"{r.tokens / r.params_total:>10.1f}{r.iters:>10}")
     for s in plan.skipped:
         lines.append(f"skipped {s.get('model', '')} at {s['budget']:.2e}: {s['reason']}")
     return "\n".join(lines)
