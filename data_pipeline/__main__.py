@@ -56,7 +56,7 @@ def _hydra_main() -> None:
             print(report(cfg.output.dir), flush=True)
 
     # The config groups (filters/, executor/) live in conf/data/ next to the other roots' groups.
-    sys.argv.insert(1, f"hydra.searchpath=[file://{CONF_DIR / 'data'}]")
+    sys.argv.append(f"hydra.searchpath=[file://{CONF_DIR / 'data'}]")
     main()
 
 
