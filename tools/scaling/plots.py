@@ -6,13 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from tools.scaling.learning_curve import learning_curve_at
+from tools.scaling.power_law import power_law_at
 
-from tools.scaling.learning_curve import learning_curve_at  # noqa: E402
-from tools.scaling.power_law import power_law_at  # noqa: E402
+# Figures are built without pyplot, so plotting never touches the caller's backend (a notebook's inline one).
+
+
+def _figure():
+    fig = Figure(figsize=(7, 4.5))
+    return fig, fig.subplots()
 
 
 def _save(fig, out: Path, stem: str) -> list[str]:
@@ -21,18 +28,17 @@ def _save(fig, out: Path, stem: str) -> list[str]:
         p = out / f"{stem}.{ext}"
         fig.savefig(p, dpi=120, bbox_inches="tight")
         paths.append(str(p))
-    plt.close(fig)
     return paths
 
 
 def _colors(values):
     u = np.unique(values)
-    cmap = plt.get_cmap("viridis")
+    cmap = matplotlib.colormaps["viridis"]
     return {v: cmap(i / max(1, len(u) - 1)) for i, v in enumerate(u)}
 
 
 def plot_loss_vs_tokens(g, out: Path, prefix: str = "") -> list[str]:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure()
     pts = g.points
     col = _colors(g.n)
     if g.curves:
@@ -56,7 +62,7 @@ def plot_loss_vs_tokens(g, out: Path, prefix: str = "") -> list[str]:
                 dd = np.geomspace(pts.tokens[m].min(), pts.tokens[m].max(), 50)
                 ax.plot(dd, g.law.loss(nv, dd), "-", color=col[nv], lw=0.8)
         ax.set_title("final loss vs tokens per model size (lines: approach 3 fit)")
-    sm = plt.cm.ScalarMappable(cmap="viridis", norm=matplotlib.colors.LogNorm(g.n.min(), max(g.n.max(), g.n.min() * 1.01)))
+    sm = ScalarMappable(cmap="viridis", norm=LogNorm(g.n.min(), max(g.n.max(), g.n.min() * 1.01)))
     fig.colorbar(sm, ax=ax, label="parameters N")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -66,7 +72,7 @@ def plot_loss_vs_tokens(g, out: Path, prefix: str = "") -> list[str]:
 
 
 def plot_isoflops(g, out: Path, prefix: str = "") -> list[str]:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure()
     pts = g.points
     col = _colors(pts.budget)
     for b in np.unique(pts.budget):
@@ -88,7 +94,7 @@ def plot_isoflops(g, out: Path, prefix: str = "") -> list[str]:
 
 
 def plot_frontier(g, out: Path, prefix: str = "") -> list[str]:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _figure()
     lo = min(float(g.points.flops.min()), g.target) / 2
     cc = np.geomspace(lo, max(float(g.points.flops.max()), g.target) * 2, 100)
     ax.scatter(g.points.flops, g.n, s=8, c="lightgray", label="runs")
