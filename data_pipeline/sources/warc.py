@@ -38,38 +38,74 @@ class WarcSource(ReaderAccounting, BaseDiskReader):
         self.max_record_bytes = max_record_bytes
 
     def read_file(self, filepath: str):
+        """Read records in order; after a corrupt one, resynchronise at the next record start and go on.
+
+        Gzipped WARCs are one gzip member per record, so the next member header (1f 8b 08) is a candidate
+        restart point; uncompressed WARCs restart at the next line beginning with ``WARC/1.``. A candidate that
+        does not parse is skipped too. Each corrupt stretch counts as one error, and no good record after it
+        is lost.
+        """
         from warcio.archiveiterator import ArchiveIterator
         from warcio.exceptions import ArchiveLoadFailed
         from warcio.statusandheaders import StatusAndHeadersParserException
 
-        records = 0
-        try:
-            with self.data_folder.open(filepath, "rb", compression=None) as f:
-                for records, record in enumerate(ArchiveIterator(f), start=1):
-                    data = self._record_to_dict(record, f"{filepath}#{records - 1}")
-                    if data is None:
-                        continue
-                    document = self.get_document_from_dict(data, filepath, records - 1)
-                    if document is None:  # empty text: counted as removed by _record_to_dict already
-                        continue
-                    yield document
-        except (zlib.error, EOFError, OSError, ValueError, KeyError, IndexError, UnicodeDecodeError,
-                ArchiveLoadFailed, StatusAndHeadersParserException) as exc:
-            self._count_file_error(records, exc)
-        else:
-            if records == 0:
+        errors = (zlib.error, EOFError, OSError, ValueError, KeyError, IndexError, UnicodeDecodeError,
+                  ArchiveLoadFailed, StatusAndHeadersParserException)
+        name = filepath.rsplit("/", 1)[-1]
+        with self.data_folder.open(filepath, "rb", compression=None) as f:
+            head = f.read(2)
+            if not head:
                 self.count_in(0)
                 self.count_error("empty_file")
+                return
+            magic = b"\x1f\x8b\x08" if head == b"\x1f\x8b" else b"WARC/1."
+            start, counted = 0, False
+            while start is not None:
+                f.seek(start)
+                records = ArchiveIterator(f)
+                last = None
+                try:
+                    for record in records:
+                        data = self._record_to_dict(record)
+                        last = records.get_record_offset()
+                        counted = False
+                        if data is None:
+                            continue
+                        data["id"] = data["id"] or f"{name}@{last}"
+                        document = self.get_document_from_dict(data, filepath, last)
+                        if document is not None:
+                            yield document
+                    start = None
+                except errors as exc:
+                    if not counted:  # one error per corrupt stretch, not per failed restart inside it
+                        self.count_in(0)
+                        self.count_error("corrupt_or_truncated_file" if last is None and start == 0
+                                         else "corrupt_record")
+                        from datatrove.utils.logging import logger
 
-    def _count_file_error(self, records: int, exc: Exception) -> None:
-        from datatrove.utils.logging import logger
+                        logger.warning(f"{filepath}: {type(exc).__name__} after offset {last or start}: "
+                                       f"{str(exc).strip()[:200]}; counted, resynchronising")
+                        counted = True
+                    start = self._next_record_start(f, (start if last is None else last) + 1, magic)
 
-        self.count_in(0)
-        reason = "empty_file" if records == 0 and "empty" in str(exc).lower() else "corrupt_or_truncated_file"
-        self.count_error(reason)
-        logger.warning(f"WARC file ended with {type(exc).__name__}: {exc} (after {records} records); counted")
+    @staticmethod
+    def _next_record_start(f, position: int, magic: bytes, chunk: int = 1 << 20) -> int | None:
+        f.seek(position)
+        carry = b""
+        base = position
+        while block := f.read(chunk):
+            data = carry + block
+            at = data.find(magic)
+            while at != -1:
+                absolute = base - len(carry) + at
+                if magic != b"WARC/1." or absolute == 0 or (at > 0 and data[at - 1:at] == b"\n"):
+                    return absolute
+                at = data.find(magic, at + 1)
+            carry = data[-(len(magic) + 1):]
+            base += len(block)
+        return None
 
-    def _record_to_dict(self, record, position: str) -> dict | None:
+    def _record_to_dict(self, record) -> dict | None:
         stream = record.content_stream() if record.rec_type in ("response", "conversion") else record.raw_stream
         payload = stream.read(self.max_record_bytes + 1)
         self.count_in(len(payload))
@@ -108,8 +144,8 @@ class WarcSource(ReaderAccounting, BaseDiskReader):
         headers = record.rec_headers
         return {
             "text": text,
-            # ARC records get a random WARC-Record-ID from warcio's conversion: use the position instead
-            "id": position if record.format.startswith("arc") else headers.get_header("WARC-Record-ID") or position,
+            # ARC records have no record id: read_file uses the file name and the record's offset
+            "id": headers.get_header("WARC-Record-ID") if record.format == "warc" else None,
             "url": headers.get_header("WARC-Target-URI") or headers.get_header("uri"),
             "date": headers.get_header("WARC-Date") or headers.get_header("archive-date"),
             "charset": charset,

@@ -38,14 +38,14 @@ def test_pywb_manifest_balances_and_report_prints_it(pywb_local):
     m = manifest(out)
     assert m["balanced"] and m["documents_in"] == 421 and m["tasks"] == 4
     assert m["documents_in"] == m["kept"]["documents"] + m["removed_total"] + m["errors_total"]
-    assert m["errors"] == {"reader": {"corrupt_or_truncated_file": 1}}
+    assert m["errors"] == {"reader": {"corrupt_record": 1}}
     assert m["removed"]["reader"]["not_http_response"] == 352
     assert list(m["removed"])[1:] == ["00_url", "01_language", "02_gopher_repetition", "03_gopher_quality",
                                       "04_c4_quality", "05_fineweb_quality"]
     assert m["kept"]["documents"] >= 1
     assert "in = kept + removed + errors: 421 = " in proc.stdout and "(holds)" in proc.stdout
     report = cli("report", str(out)).stdout
-    assert "03_gopher_quality" in report and "corrupt_or_truncated_file" in report
+    assert "03_gopher_quality" in report and "corrupt_record" in report
     kept = output_files(out)
     # one file per task that kept something
     assert {k for k in kept if k.startswith("documents/")} <= {f"documents/{r:05d}.jsonl.zst" for r in range(4)}
