@@ -7,6 +7,7 @@ file (truncated gzip, garbage) ends that file with an error instead of the task.
 
 from __future__ import annotations
 
+import re
 import zlib
 from typing import Literal
 
@@ -16,6 +17,7 @@ from data_pipeline.sources.accounting import ReaderAccounting
 from data_pipeline.sources.decode import DecodeError, decode_payload
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+_PRINTABLE_URL = re.compile(r"^[\x21-\x7e]+$")
 
 
 class WarcSource(ReaderAccounting, BaseDiskReader):
@@ -59,13 +61,19 @@ class WarcSource(ReaderAccounting, BaseDiskReader):
                 self.count_error("empty_file")
                 return
             magic = b"\x1f\x8b\x08" if head == b"\x1f\x8b" else b"WARC/1."
-            start, counted = 0, False
+            start, counted, file_format = 0, False, None
             while start is not None:
                 f.seek(start)
                 records = ArchiveIterator(f)
                 last = None
                 try:
                     for record in records:
+                        # warcio falls back to ARC parsing on bytes it cannot read as WARC: in a WARC file, or
+                        # with a URL that is not printable ASCII, that "record" is corruption.
+                        if record.format != (file_format or record.format) or (
+                                record.format == "arc" and not _PRINTABLE_URL.match(record.rec_headers.get_header("uri") or "")):
+                            raise ValueError(f"not a {file_format or 'valid ARC'} record")
+                        file_format = record.format
                         data = self._record_to_dict(record)
                         last = records.get_record_offset()
                         counted = False
