@@ -48,7 +48,7 @@ def _hydra_main() -> None:
         try:
             cfg = stage_config_from_dict(OmegaConf.to_container(hcfg, resolve=True))
             run_stage(cfg)
-        except ConfigError as exc:
+        except (ConfigError, RuntimeError) as exc:
             raise SystemExit(f"error: {exc}") from None
         from data_pipeline.report import report
 

@@ -8,6 +8,7 @@ by MPI rank 0, or on Slurm by a job chained with ``afterok`` on the job array.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -51,16 +52,20 @@ class MpiPipelineExecutor(PipelineExecutor):
         rank, size = comm.Get_rank(), comm.Get_size()
         failure = None
         pipeline = self.pipeline
+        mine = list(range(rank, self.tasks, size))
         try:
-            for task in range(rank, self.tasks, size):
+            for task in mine:
                 self.pipeline = deepcopy(pipeline)  # fresh step stats per task, as the local executor does
                 self._run_for_rank(task, local_rank=rank)
         except Exception as exc:  # noqa: BLE001 - reported to every rank below, then re-raised
             failure = f"rank {rank}: {type(exc).__name__}: {exc}"
-        failures = [f for f in comm.allgather(failure) if f]
+        report = comm.allgather((failure, mine))
+        failures = [f for f, _ in report if f]
         if failures:
             raise RuntimeError("MPI stage failed: " + "; ".join(failures))
         if rank == 0:
+            with self.logging_dir.open("mpi.json", "wt") as f:  # who ran what, for the curious and the tests
+                json.dump({"world_size": size, "tasks_by_rank": [tasks for _, tasks in report]}, f)
             write_manifest(self.output_dir)
         comm.Barrier()
 
@@ -75,14 +80,20 @@ class ManifestSlurmExecutor(SlurmPipelineExecutor):
         self.python = python
         self.manifest_job_id = None
 
+    def get_sbatch_args(self, max_array: int = 1) -> dict:
+        args = super().get_sbatch_args(max_array)
+        if self.mem_per_cpu_gb <= 0:  # executor.mem_per_cpu_gb=0: ask for no memory (clusters without it)
+            args.pop("mem-per-cpu", None)
+        return args
+
     def launch_merge_stats(self):
         command = (f"merge_stats {self.logging_dir.resolve_paths('stats')} "
                    f"-o {self.logging_dir.resolve_paths('stats.json')}\n"
                    f"{shlex.quote(self.python)} -m data_pipeline finalize {shlex.quote(self.output_dir)}")
         self.manifest_job_id = launch_slurm_job(
             self.get_launch_file_contents(
-                {**self.get_sbatch_args(), "cpus-per-task": 1, "mem-per-cpu": "1G",
-                 "dependency": f"afterok:{self.job_id}", "job-name": f"{self.job_name}_manifest"},
+                {**self.get_sbatch_args(), "cpus-per-task": 1, "dependency": f"afterok:{self.job_id}",
+                 "job-name": f"{self.job_name}_manifest"},
                 command,
             ),
             self.job_id_retriever,
@@ -115,7 +126,12 @@ def run_with_executor(cfg: StageConfig, pipeline: list, logging_dir: str) -> Non
             logging_dir=logging_dir, output_dir=os.path.abspath(cfg.output.dir) if "://" not in cfg.output.dir
             else cfg.output.dir, mail_type="NONE", requeue=False,
         )
-        executor.run()
+        try:
+            executor.run()
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"sbatch failed (exit {exc.returncode}); its message is above. Check "
+                               f"executor.partition, executor.time and executor.mem_per_cpu_gb (0: request no "
+                               f"memory) against `sinfo -o '%P %l %m %c'`") from None
         if executor.job_id in (None, -1):  # every task already done: just (re)write the manifest
             write_manifest(cfg.output.dir)
             return
