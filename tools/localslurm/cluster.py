@@ -66,6 +66,25 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _exists(pid: int) -> bool:
+    """The process runs (a child that exited stays a zombie until reaped: that counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _own_child(pid: int) -> bool:
+    """A child of this process that has not been reaped (it may not have exec'd its daemon yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[1]) == os.getpid() and fields[0] != "Z"
+
+
 @dataclass
 class LocalSlurm:
     spec: ClusterSpec
@@ -181,11 +200,13 @@ class LocalSlurm:
         while time.monotonic() < deadline:
             if ready():
                 return
-            dead = [n for n, e in self._started().items() if not self._alive(e)]
+            dead = [n for n, e in self._started().items() if not _exists(e["pid"])]
             if dead:
                 break
             time.sleep(0.5)
         log = self.dir / "log" / f"{daemon}.out"
+        if daemon == "munged" and not log.read_text(errors="replace").strip():
+            log = self.dir / "munge" / "munged.log"
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
         self.stop()
         raise LocalSlurmError(f"{what} (after {timeout:.0f} s). Its log {log} ends with:\n{tail}\n"
@@ -199,14 +220,18 @@ class LocalSlurm:
             self._cancel_all_jobs(timeout)
         for name in reversed(list(started)):  # nodes, then the controller, then munged
             entry = started[name]
-            if self._alive(entry):
+            if self._alive(entry) or _own_child(entry["pid"]):
                 os.kill(entry["pid"], signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(self._alive(e) for e in started.values()):
             time.sleep(0.2)
         for entry in started.values():
-            if self._alive(entry):
+            if self._alive(entry) or _own_child(entry["pid"]):
                 os.kill(entry["pid"], signal.SIGKILL)
+            try:  # reap it when this process started it (in the same session), so no zombie stays behind
+                os.waitpid(entry["pid"], 0)
+            except ChildProcessError:
+                pass
         self.pids_file.unlink(missing_ok=True)
 
     def _cancel_all_jobs(self, timeout: float) -> None:
