@@ -53,7 +53,7 @@ def test_fits_recover_the_true_law(ladder, tmp_path, capsys):
         assert runs[r.name]["params_total"] == r.params_total
         assert runs[r.name]["params_non_embedding"] == r.params_non_embedding
         assert runs[r.name]["flops"] == pytest.approx(r.flops)
-    for stem in ("loss_vs_tokens", "isoflops", "frontier"):
+    for stem in ("loss_vs_tokens", "loss_vs_flops", "isoflops", "frontier"):
         assert (tmp_path / f"{stem}.png").stat().st_size > 10_000
         assert (tmp_path / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
     out = capsys.readouterr().out

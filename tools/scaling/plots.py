@@ -71,6 +71,28 @@ def plot_loss_vs_tokens(g, out: Path, prefix: str = "") -> list[str]:
     return _save(fig, out, prefix + "loss_vs_tokens")
 
 
+def plot_loss_vs_flops(g, out: Path, prefix: str = "") -> list[str]:
+    """Training (lines) and validation (dots) loss against cumulative model FLOPs, per run."""
+    fig, ax = _figure()
+    col = _colors(g.n)
+    n_of = dict(zip(g.points.name, g.n))
+    for r in sorted(g.curves, key=lambda r: n_of[r.name]):
+        ax.plot(r.flops, r.loss, color=col[n_of[r.name]], lw=0.8, alpha=0.7)
+        if len(r.val_loss):
+            ax.plot(r.val_flops, r.val_loss, "o", color=col[n_of[r.name]], ms=3)
+    if g.envelope is not None:
+        ax.plot(g.envelope[0], g.envelope[3], "k--", lw=1, label="lowest-loss envelope (approach 1)")
+        ax.legend(fontsize=7)
+    fig.colorbar(ScalarMappable(cmap="viridis", norm=LogNorm(g.n.min(), max(g.n.max(), g.n.min() * 1.01))), ax=ax,
+                 label="parameters N")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("compute C (model FLOPs)")
+    ax.set_ylabel("loss")
+    ax.set_title("loss vs compute per run")
+    return _save(fig, out, prefix + "loss_vs_flops")
+
+
 def plot_isoflops(g, out: Path, prefix: str = "") -> list[str]:
     fig, ax = _figure()
     pts = g.points
@@ -128,6 +150,7 @@ def plot_frontier(g, out: Path, prefix: str = "") -> list[str]:
 
 def plot_all(g, out: Path, prefix: str = "") -> dict[str, list[str]]:
     out.mkdir(parents=True, exist_ok=True)
-    return {prefix + "loss_vs_tokens": plot_loss_vs_tokens(g, out, prefix),
+    extra = {prefix + "loss_vs_flops": plot_loss_vs_flops(g, out, prefix)} if g.curves else {}
+    return {**extra, prefix + "loss_vs_tokens": plot_loss_vs_tokens(g, out, prefix),
             prefix + "isoflops": plot_isoflops(g, out, prefix),
             prefix + "frontier": plot_frontier(g, out, prefix)}
