@@ -6,6 +6,7 @@ the memory zone frees every lexeme after each call, so spaCy re-creates the lexe
 lexical attributes) of every word in every document, about half of all filter time; building a ``Token``
 object per word costs another quarter. This splitter
 
+* computes only the lexeme attribute it uses (IS_PUNCT) for a new word, not spaCy's twenty;
 * keeps lexemes between documents (the vocabulary of a web crawl is Zipfian, so most words are seen
   before), and starts a fresh pipeline when the vocabulary passes ``max_vocab`` to bound memory;
 * reads token strings and flags from ``Doc.to_array`` instead of building ``Token`` objects;
@@ -35,7 +36,13 @@ class SharedSpacyWordTokenizer(WordTokenizer):
             import spacy
             from spacy.pipeline.sentencizer import Sentencizer
 
-            self._nlp = spacy.blank(self.language)
+            from spacy.attrs import IS_PUNCT
+
+            nlp = spacy.blank(self.language)
+            # A new word's lexeme gets ~20 attributes computed by Python callbacks (shape, like_num, like_url,
+            # ...); splitting needs none of them and the sentence rule needs IS_PUNCT only.
+            nlp.vocab.lex_attr_getters = {IS_PUNCT: nlp.vocab.lex_attr_getters[IS_PUNCT]}
+            self._nlp = nlp
             self._punct_chars = set(Sentencizer.default_punct_chars)
         return self._nlp
 
