@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                 {"nodes": s.nodes, "cpus_per_node": s.cpus_per_node, "port": s.port}))
             print(f"local Slurm cluster up: {s.nodes} nodes {s.nodelist} x {s.cpus_per_node} CPUs, "
                   f"state in {cluster.dir}", file=sys.stderr)
-            print(f"use it with:  eval \"$(python -m tools.localslurm env)\"", file=sys.stderr)
+            where = "" if Path(args.dir).resolve() == (REPO_ROOT / ".localslurm") else f" --dir {args.dir}"
+            print(f"use it with:  eval \"$(python -m tools.localslurm env{where})\"", file=sys.stderr)
         elif args.command == "stop":
             cluster.stop()
             print("local Slurm cluster stopped", file=sys.stderr)
