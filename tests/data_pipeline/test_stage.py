@@ -25,14 +25,6 @@ def pywb_local(pywb_warcs, tmp_path_factory):
     return out, proc
 
 
-@pytest.fixture(scope="module")
-def chardet_local(chardet_pages, tmp_path_factory):
-    out = tmp_path_factory.mktemp("chardet") / "local"
-    cli(f"input.paths=[{chardet_pages}]", "input.format=pages", "filters=fineweb", "executor=local", TASKS,
-        f"output.dir={out}")
-    return out
-
-
 def test_pywb_manifest_balances_and_report_prints_it(pywb_local):
     out, proc = pywb_local
     m = manifest(out)

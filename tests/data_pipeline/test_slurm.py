@@ -1,0 +1,33 @@
+"""The filter stage on a real local Slurm cluster: a job array (datatrove's executor) and MPI under srun."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from stage_helpers import BIN, cli, manifest, output_files
+
+pytestmark = pytest.mark.slurm
+
+
+def test_slurm_job_array_matches_local_run(local_slurm, chardet_pages, chardet_local, tmp_path):
+    out = tmp_path / "slurm"
+    proc = cli(f"input.paths=[{chardet_pages}]", "input.format=pages", "filters=fineweb", "executor=slurm",
+               "executor.tasks=4", f"executor.partition={local_slurm.cluster.spec.partition}",
+               "executor.mem_per_cpu_gb=0", "executor.time=00:10:00", f"output.dir={out}", timeout=400)
+    assert "submitted job array" in proc.stdout and "(holds)" in proc.stdout
+    assert output_files(out) == output_files(chardet_local)
+    assert manifest(out)["balanced"] and manifest(out)["documents_in"] == 426
+    # the array ran as 4 Slurm tasks, and the manifest job ran after them (afterok)
+    assert len(list((out / "logs" / "slurm_logs").glob("*_*.out"))) == 5
+
+
+def test_mpi_under_srun_matches_local_run(local_slurm, chardet_pages, chardet_local, tmp_path):
+    out = tmp_path / "srun"
+    cli(f"input.paths=[{chardet_pages}]", "input.format=pages", "filters=fineweb", "executor=mpi",
+        "executor.tasks=4", f"output.dir={out}", launcher=["srun", "--mpi=pmi2", "-n", "4", "-t", "10"],
+        timeout=400, env={"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
+    assert json.loads((out / "logs" / "mpi.json").read_text()) == {"world_size": 4,
+                                                                    "tasks_by_rank": [[0], [1], [2], [3]]}
+    assert output_files(out) == output_files(chardet_local)
