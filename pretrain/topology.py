@@ -1,8 +1,9 @@
 """Where each rank runs and which TP / PP / DP groups it joins: the `--dry-run` of slurm/pretrain.sbatch.
 
 Ranks are laid out on nodes in blocks, as both launchers do (srun's block distribution, torchrun's
-node_rank x nproc_per_node + local_rank). The groups come from megatron-core's own RankGenerator with the order
-`initialize_model_parallel` uses by default, so what is printed is what the trainer builds.
+node_rank x nproc_per_node + local_rank). The groups follow megatron-core's default order (tp-cp-ep-dp-pp, as
+`initialize_model_parallel` builds them; the tests compare with megatron's RankGenerator), so what is printed is
+what the trainer builds.
 
     python -m pretrain.topology --nodes node[1-4] --tasks-per-node 8 model=1b parallel.tp=2 parallel.pp=2
 """
@@ -88,9 +89,20 @@ class Topology:
         return "\n".join(lines)
 
 
-def build_topology(nodes: list[str], tasks_per_node: int, tp: int, pp: int) -> Topology:
-    from megatron.core.parallel_state import RankGenerator
+def rank_groups(tp: int, pp: int, dp: int) -> dict[str, list[list[int]]]:
+    """TP, PP and DP groups in megatron's default order tp-cp-ep-dp-pp (cp = ep = 1): global rank =
+    tp_rank + tp * (dp_rank + dp * pp_rank). Same groups, in the same order, as megatron-core's
+    RankGenerator(...).get_ranks(name) (tests/pretrain/test_topology.py checks it), without importing megatron,
+    so a dry run takes a second."""
+    def rank(t: int, d: int, p: int) -> int:
+        return t + tp * (d + dp * p)
 
+    return {"tp": [[rank(t, d, p) for t in range(tp)] for p in range(pp) for d in range(dp)],
+            "dp": [[rank(t, d, p) for d in range(dp)] for p in range(pp) for t in range(tp)],
+            "pp": [[rank(t, d, p) for p in range(pp)] for d in range(dp) for t in range(tp)]}
+
+
+def build_topology(nodes: list[str], tasks_per_node: int, tp: int, pp: int) -> Topology:
     world = len(nodes) * tasks_per_node
     if not nodes or tasks_per_node < 1:
         raise ValueError(f"need at least one node and one task per node, got {nodes!r} x {tasks_per_node}")
@@ -98,8 +110,7 @@ def build_topology(nodes: list[str], tasks_per_node: int, tp: int, pp: int) -> T
         raise ValueError(f"tp x pp = {tp} x {pp} does not divide the world size {world} "
                          f"({len(nodes)} nodes x {tasks_per_node} tasks). Fix: change parallel.tp/parallel.pp "
                          f"or the number of nodes / tasks per node")
-    gen = RankGenerator(tp=tp, ep=1, dp=world // (tp * pp), pp=pp, cp=1, order=MEGATRON_ORDER)
-    return Topology(nodes, tasks_per_node, tp, pp, {k: gen.get_ranks(k) for k in ("tp", "pp", "dp")})
+    return Topology(nodes, tasks_per_node, tp, pp, rank_groups(tp, pp, world // (tp * pp)))
 
 
 def main(argv: list[str] | None = None) -> int:

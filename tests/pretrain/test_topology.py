@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pretrain.topology import build_topology, expand_nodelist
+from pretrain.topology import MEGATRON_ORDER, build_topology, expand_nodelist, rank_groups
 
 
 def test_expand_nodelist():
@@ -36,3 +36,11 @@ def test_tensor_parallel_across_nodes_is_flagged():
 def test_layout_must_divide_world():
     with pytest.raises(ValueError, match=r"tp x pp = 2 x 2 does not divide the world size 6"):
         build_topology(["n1", "n2", "n3"], 2, tp=2, pp=2)
+
+
+@pytest.mark.parametrize("tp,pp,dp", [(1, 1, 4), (2, 1, 2), (2, 2, 1), (2, 2, 2), (4, 2, 3), (1, 4, 2), (8, 1, 1)])
+def test_groups_are_megatrons(tp, pp, dp):
+    from megatron.core.parallel_state import RankGenerator
+
+    gen = RankGenerator(tp=tp, ep=1, dp=dp, pp=pp, cp=1, order=MEGATRON_ORDER)
+    assert rank_groups(tp, pp, dp) == {name: gen.get_ranks(name) for name in ("tp", "dp", "pp")}
