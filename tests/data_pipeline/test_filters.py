@@ -105,6 +105,28 @@ def test_shared_splitter_equals_datatrove_spacy(pywb_warcs, chardet_pages):
             assert ours.sent_tokenize(line) == reference.sent_tokenize(line)
 
 
+def test_fast_gopher_repetition_decides_like_datatrove(pywb_warcs, chardet_pages):
+    import random
+
+    from datatrove.pipeline.filters import GopherRepetitionFilter
+
+    from data_pipeline.filters.repetition import FastGopherRepetitionFilter
+
+    splitter = SharedSpacyWordTokenizer("en")
+    reference, fast = GopherRepetitionFilter(language=splitter), FastGopherRepetitionFilter(language=splitter)
+    rng = random.Random(0)
+    vocab = "the a of river bank blue sky run jump ab c abc".split()
+    texts = _sample_texts(pywb_warcs, chardet_pages) + [
+        " ".join(rng.choice(vocab) for _ in range(rng.randrange(1, 300))) + "\n" * rng.randrange(3)
+        for _ in range(400)]
+    reasons = set()
+    for i, text in enumerate(texts):
+        doc = Document(text=text, id=str(i))
+        assert fast.filter(doc) == reference.filter(doc), text[:200]
+        reasons.add(str(reference.filter(doc)))
+    assert len(reasons) >= 5  # kept, and several different removal reasons were exercised
+
+
 def test_feed_text():
     rss = ('<?xml version="1.0" encoding="koi8-r"?><rss version="2.0"><channel><title>Новости</title>'
            '<item><title>Первая</title><description>&lt;p&gt;Текст &lt;b&gt;новости&lt;/b&gt;&lt;/p&gt;'

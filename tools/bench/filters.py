@@ -2,9 +2,12 @@
 
     python -m tools.bench.filters [--repeats 3] [--scales 1,4,16]
 
-Input: the sample crawl (pywb WARCs + chardet pages from the sample kit) read and extracted by the stage's own
-readers and Trafilatura step (not timed). Each measurement runs both chains on the same documents in this one
+Input (--input): the sample crawl (pywb WARCs, default) or chardet's multilingual pages, read and extracted by
+the stage's own readers and extraction step (not timed). Each measurement runs both chains on the same documents in this one
 process, alternating, best of ``--repeats``; MB/s counts the UTF-8 bytes of the text entering the chain.
+Baseline: datatrove's blocks as they are (each splits words with its own spaCy call); ours: the same blocks
+sharing one fast splitter (filters/words.py) and the faster Gopher repetition counts (filters/repetition.py).
+URL and language filters are the same objects in both (datatrove's language block needs a download).
 Reports: the four quality filters (Gopher repetition, Gopher quality, C4, FineWeb) chained, the full preset
 (URL, language, the four), agreement of keep/remove decisions, and the time at 1x, 4x and 16x input.
 """
@@ -30,9 +33,14 @@ QUALITY = FINEWEB[2:]
 WARMUP = Document(text="Warm up. " * 60, id="warmup", metadata={"url": "https://example.org/"})
 
 
-def sample_documents() -> list[Document]:
+def sample_documents(which: str = "crawl") -> list[Document]:
+    """crawl: the pywb sample WARCs (the sample crawl); pages: the chardet pages (multilingual); both."""
     paths = fetch(["pywb_warcs", "chardet_tests"])
-    readers = [WarcSource(str(paths["pywb_warcs"])), PageFilesSource(str(paths["chardet_tests"]))]
+    readers = []
+    if which in ("crawl", "both"):
+        readers.append(WarcSource(str(paths["pywb_warcs"])))
+    if which in ("pages", "both"):
+        readers.append(PageFilesSource(str(paths["chardet_tests"])))
     docs = []
     for reader in readers:
         docs += list(HtmlToText().run(reader.run()))
@@ -92,17 +100,21 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scales", default="1,4,16")
+    parser.add_argument("--input", choices=["crawl", "pages", "both"], default="crawl",
+                        help="crawl: pywb sample WARCs (default); pages: chardet's multilingual pages")
+    parser.add_argument("--warm", action="store_true", help="also time after 106 Wikipedia articles (slow)")
     args = parser.parse_args(argv)
-    docs = sample_documents()
-    print(f"sample crawl after extraction: {len(docs)} documents, "
+    docs = sample_documents(args.input)
+    print(f"{args.input} after extraction: {len(docs)} documents, "
           f"{sum(len(d.text.encode()) for d in docs) / 1e6:.2f} MB of text", flush=True)
-    warm = warmup_documents()
     print("cold: fresh filters, nothing seen before the timed documents", flush=True)
     compare(QUALITY, docs, args.repeats, "4 quality filters, 1x")
     compare(FINEWEB, docs, args.repeats, "fineweb preset, 1x")
-    print(f"warm: each chain first runs on {len(warm)} Wikipedia articles (untimed)", flush=True)
-    compare(QUALITY, docs, args.repeats, "4 quality filters, 1x", warm)
-    compare(FINEWEB, docs, args.repeats, "fineweb preset, 1x", warm)
+    if args.warm:
+        warm = warmup_documents()
+        print(f"warm: each chain first runs on {len(warm)} Wikipedia articles (untimed)", flush=True)
+        compare(QUALITY, docs, args.repeats, "4 quality filters, 1x", warm)
+        compare(FINEWEB, docs, args.repeats, "fineweb preset, 1x", warm)
     print("scaling (cold start, input repeated)", flush=True)
     for scale in (int(s) for s in args.scales.split(",")):
         compare(FINEWEB, docs * scale, 1, f"fineweb preset, {scale}x")
