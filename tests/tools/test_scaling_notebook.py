@@ -36,3 +36,4 @@ def test_notebook_executes(tmp_path, monkeypatch):
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 6
     assert (tmp_path / "out" / "porian" / "fit.json").is_file()
+    assert (tmp_path / "out" / "chinchilla_excl5" / "frontier.svg").is_file()
