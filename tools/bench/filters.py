@@ -64,11 +64,11 @@ def run_chain(filters, docs) -> tuple[float, list]:
     start = time.perf_counter()
     for doc in docs:
         outcome = "kept"
-        for f in filters:
+        for position, f in enumerate(filters):
             result = f.filter(doc)
             keep, reason = (result if isinstance(result, tuple) else (result, None))
             if not keep:
-                outcome = f"{f.name}: {reason}"
+                outcome = f"filter {position}: {reason}"
                 break
         decisions.append(outcome)
     return time.perf_counter() - start, decisions
