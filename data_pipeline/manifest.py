@@ -8,6 +8,8 @@ step roles recorded in ``logs/stage.json``:
   ``broken_process`` / ``clean_error`` are errors;
 * filter (datatrove's BaseFilter): ``dropped`` and ``dropped_<reason>``;
 * writer: ``total`` documents kept, ``doc_len`` their characters.
+
+Characters removed by each filter are the characters that entered it minus those it passed on.
 """
 
 from __future__ import annotations
@@ -83,6 +85,14 @@ def build_manifest(output_dir: str) -> dict:
                 counts["kept"] += _total(stats.get("total"))
                 counts["kept_chars"] += _total(stats.get("doc_len"))
             chars_in_step[role] += _total(stats.get("doc_len"))
+    # characters each filter removed: what entered it (the previous step's output) minus what it passed on
+    removed_chars, previous = {}, None
+    for role in roles:
+        if role.startswith("filter:") and previous is not None:
+            removed_chars[role[len("filter:"):]] = int(chars_in_step[previous] - chars_in_step[role])
+        if role in ("extractor",) or role.startswith("filter:") or (role == "reader" and previous is None):
+            previous = role
+    order = ["reader", "extractor"] + [r[len("filter:"):] for r in roles if r.startswith("filter:")]
     removed_total = sum(sum(r.values()) for r in removed.values())
     errors_total = sum(sum(e.values()) for e in errors.values())
     n_in, kept = int(counts["in"]), int(counts["kept"])
@@ -93,9 +103,10 @@ def build_manifest(output_dir: str) -> dict:
         "documents_in": n_in,
         "bytes_in": int(counts["bytes_in"]),
         "kept": {"documents": kept, "chars": int(counts["kept_chars"])},
-        "removed": {step: {k: int(v) for k, v in sorted(r.items())} for step, r in removed.items()},
+        "removed": {step: {k: int(v) for k, v in sorted(removed[step].items())} for step in order if step in removed},
         "removed_total": int(removed_total),
-        "errors": {step: {k: int(v) for k, v in sorted(e.items())} for step, e in errors.items()},
+        "removed_chars_by_filter": removed_chars,
+        "errors": {step: {k: int(v) for k, v in sorted(errors[step].items())} for step in order if step in errors},
         "errors_total": int(errors_total),
         "balanced": n_in == kept + removed_total + errors_total,
     }

@@ -13,16 +13,18 @@ def _pct(n: int, total: int) -> str:
 def format_report(manifest: dict) -> str:
     total = manifest["documents_in"]
     rows = [("documents in", total, ""), ("  kept", manifest["kept"]["documents"], "")]
+    chars = manifest.get("removed_chars_by_filter", {})
     for kind in ("removed", "errors"):
         rows.append((f"  {kind}", manifest[f"{kind}_total"], ""))
         for step, reasons in manifest[kind].items():
-            rows.append((f"    {step}", sum(reasons.values()), ""))
+            rows.append((f"    {step}", sum(reasons.values()),
+                         f"{chars[step]:,} chars" if kind == "removed" and step in chars else ""))
             for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
                 rows.append((f"      {reason}", n, ""))
     width = max(len(r[0]) for r in rows) + 2
     lines = [f"{manifest['stage']} stage: {manifest['output_dir']} ({manifest['tasks']} tasks)",
-             f"{'':{width}}{'documents':>10} {'share':>8}"]
-    lines += [f"{name:{width}}{n:>10} {_pct(n, total):>8}" for name, n, _ in rows]
+             f"{'':{width}}{'documents':>10} {'share':>8}  text removed"]
+    lines += [f"{name:{width}}{n:>10} {_pct(n, total):>8}  {extra}".rstrip() for name, n, extra in rows]
     lines.append(f"bytes in: {manifest['bytes_in']:,}   kept text: {manifest['kept']['chars']:,} characters")
     check = "holds" if manifest["balanced"] else "DOES NOT HOLD"
     lines.append(f"in = kept + removed + errors: {total} = {manifest['kept']['documents']} + "
