@@ -98,12 +98,21 @@ def test_parquet_and_unreadable_parquet(tmp_path):
     assert balanced(reader, docs)
 
 
-def test_local_hf_dataset_is_sharded_by_rank(tmp_path):
+def test_local_hf_dataset_is_sharded_by_rank(tmp_path, monkeypatch):
     import datasets
 
     datasets.Dataset.from_dict({"text": [f"row {i}" for i in range(10)]}).save_to_disk(str(tmp_path / "ds"))
     shards = [[d.text for d in LocalHFDatasetSource(str(tmp_path / "ds")).run(rank=r, world_size=3)] for r in range(3)]
     assert sum(shards, []) == [f"row {i}" for i in range(10)]
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "part-0.jsonl").write_text("\n".join(json.dumps({"text": f"line {i}"}) for i in range(4)))
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    assert [d.text for d in LocalHFDatasetSource(str(tmp_path / "files")).run()] == [f"line {i}" for i in range(4)]
     with pytest.raises(FileNotFoundError, match="nothing is downloaded from the hub"):
         LocalHFDatasetSource(str(tmp_path / "missing"))
 
