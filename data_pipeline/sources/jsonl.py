@@ -53,6 +53,9 @@ class JsonlSource(ReaderAccounting, JsonlReader):
                     document = self.get_document_from_dict(data, filepath, line_no)
                     if document is not None:
                         yield document
+            if line_no < 0:
+                self.count_in(0)
+                self.count_error("empty_file")
         except (EOFError, OSError, zlib.error, UnicodeDecodeError, ValueError) as exc:
             from datatrove.utils.logging import logger
 

@@ -74,12 +74,13 @@ def test_jsonl_bad_lines_and_compression(tmp_path):
     (tmp_path / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(json.dumps(good[0]).encode() + b"\n"))
     full = gzip.compress(("\n".join(json.dumps(d) for d in good) + "\n").encode())
     (tmp_path / "d.jsonl.gz").write_bytes(full[: len(full) - 12])  # truncated gzip
+    (tmp_path / "e.jsonl").write_bytes(b"")
     reader = JsonlSource(str(tmp_path))
     docs = list(reader.run())
     c = counts(reader)
     assert c["error:invalid_json"] == 1 and c["error:json_not_an_object"] == 1
     assert c["error:missing_text_field"] == 1 and c["removed:empty_text"] == 1
-    assert c["error:corrupt_or_truncated_file"] == 1
+    assert c["error:corrupt_or_truncated_file"] == 1 and c["error:empty_file"] == 1
     assert [d.id for d in docs][:6] == ["0", "1", "2", "3", "4", "0"]
     assert balanced(reader, docs)
 
