@@ -100,12 +100,19 @@ class ManifestSlurmExecutor(SlurmPipelineExecutor):
         )
 
 
-def wait_for_slurm_job(job_id: str, poll_s: float = 2.0) -> None:
-    """Block until ``job_id`` has left the queue (squeue no longer lists it)."""
+def wait_for_slurm_job(job_id: str, array_job_id: str, poll_s: float = 2.0) -> None:
+    """Block until the manifest job ``job_id`` has left the queue. If tasks of the array failed, Slurm keeps
+    the ``afterok`` job pending for ever (DependencyNeverSatisfied): cancel it and say how to resume."""
     while True:
-        out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True)
+        out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T %r"], capture_output=True, text=True)
         if out.returncode != 0 or not out.stdout.strip():
             return
+        if "DependencyNeverSatisfied" in out.stdout:
+            subprocess.run(["scancel", str(job_id)], capture_output=True)
+            raise RuntimeError(
+                f"tasks of job array {array_job_id} failed (see logs/slurm_logs/ in the output dir); the manifest "
+                "job was cancelled. Rerun the same command: finished tasks are skipped, failed ones run again."
+            )
         time.sleep(poll_s)
 
 
@@ -137,5 +144,5 @@ def run_with_executor(cfg: StageConfig, pipeline: list, logging_dir: str) -> Non
             return
         print(f"submitted job array {executor.job_id} and manifest job {executor.manifest_job_id}", flush=True)
         if ex.wait:
-            wait_for_slurm_job(executor.manifest_job_id)
+            wait_for_slurm_job(executor.manifest_job_id, executor.job_id)
             write_manifest(cfg.output.dir)  # raises with a clear message if tasks failed
