@@ -141,3 +141,25 @@ def test_exclude_highest_loss_too_many(tmp_path, capsys):
     path.write_text("params,tokens,loss\n1e6,1e8,3\n2e6,1e8,2.9\n")
     assert main(["fit", f"data={path}", "exclude_highest_loss=2"]) == 2
     assert "exclude_highest_loss=2 would drop all 2 runs" in capsys.readouterr().err
+
+
+def test_planned_overrides_fit_the_trainer_schema(tmp_path):
+    """Every key the planner writes exists in pretrain's typed config, with a value of the right type."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from pretrain.config import PretrainConfig, train_iters
+    from tools.scaling.plan import plan_ladder
+    from tools.scaling.quickstart import QUICKSTART
+
+    cfg = load_config("plan", [f"ladder={tmp_path}", "plan.vocab_size=4096", *QUICKSTART])
+    for run in plan_ladder(cfg).runs:
+        pc = OmegaConf.structured(PretrainConfig)
+        for ov in OverridesParser.create().parse_overrides(run.overrides):
+            OmegaConf.update(pc, ov.key_or_group, ov.value(), merge=True)
+        obj = OmegaConf.to_object(pc)
+        assert train_iters(obj) == run.iters
+        assert obj.optim.warmup_iters < run.iters
+        m = obj.model
+        assert m.hidden_size % m.num_attention_heads == 0 and m.num_attention_heads % m.num_query_groups == 0
+        assert obj.train.global_batch_size % obj.train.micro_batch_size == 0
