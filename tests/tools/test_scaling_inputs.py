@@ -79,9 +79,12 @@ def test_wrong_plan_config_fails_before_any_work(tmp_path, overrides, key):
     assert not (tmp_path / "l").exists()
 
 
-def test_plan_without_vocab_names_the_fix(tmp_path, capsys):
-    assert main(["plan", f"ladder={tmp_path}", "budgets=[1e15]"]) == 2
-    assert "plan.vocab_size" in capsys.readouterr().err
+def test_plan_as_in_the_issue(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["plan", "budgets=[1e15,3e15,1e16]", "family=llama"]) == 0
+    assert "vocabulary: 32000" in capsys.readouterr().out
+    plan = json.loads((tmp_path / "runs/ladder/plan.json").read_text())
+    assert all("model.vocab_size=32000" in r["overrides"] for r in plan["runs"])
 
 
 @pytest.mark.parametrize("overrides, key", [

@@ -19,6 +19,9 @@ from tools.scaling.config import ConfigError, ScalingConfig
 from tools.scaling.family import ModelShape, family_shapes
 
 
+DEFAULT_VOCAB = 32000  # when neither plan.vocab_size nor a tokenizer is given (the tokenizer trainer's default)
+
+
 @dataclass
 class PlannedRun:
     name: str
@@ -55,8 +58,7 @@ def resolve_vocab_size(cfg: ScalingConfig) -> int:
                 raise ConfigError(f"plan.overrides: data.tokenizer_model={path} does not exist. Fix: point it "
                                   "at the sentencepiece .model the shards were encoded with")
             return padded_vocab_size(tokenizer_vocab_size(path))
-    raise ConfigError("plan.vocab_size: unknown vocabulary size. Fix: set plan.vocab_size=<padded vocab> or add "
-                      "'data.tokenizer_model=<path>' to plan.overrides")
+    return DEFAULT_VOCAB
 
 
 def _budget_label(budget: float) -> str:
@@ -101,6 +103,7 @@ def plan_ladder(cfg: ScalingConfig) -> Plan:
             run_dir = Path(cfg.ladder) / "runs" / name
             overrides = [*p.overrides, *s.overrides(),
                          f"model.untie_embeddings={str(fam.untie_embeddings).lower()}",
+                         f"model.vocab_size={vocab}",  # the FLOPs planned are the FLOPs trained
                          f"train.iters={iters}", "train.tokens=null",
                          f"train.global_batch_size={p.global_batch_size}",
                          f"train.micro_batch_size={p.micro_batch_size}",
@@ -145,6 +148,7 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"{r.name:<24}{r.budget:>10.2e}{r.shape.num_layers:>7}{r.shape.hidden_size:>7}"
                      f"{r.params_total:>14,}{r.params_non_embedding:>14,}{r.tokens:>16,}"
                      f"{r.tokens / r.params_total:>10.1f}{r.iters:>10}")
+    lines.append(f"vocabulary: {plan.vocab_size} (every run sets model.vocab_size to it)")
     for s in plan.skipped:
         lines.append(f"skipped {s.get('model', '')} at {s['budget']:.2e}: {s['reason']}")
     return "\n".join(lines)
