@@ -1,0 +1,71 @@
+"""Loss against tokens, throughput, FLOPs and MFU: one JSON line per logged step, and the same to wandb.
+
+`<run.dir>/metrics.jsonl` is appended to (a resumed run adds lines; steps after the resumed checkpoint appear
+again, and readers keep the last line per step). wandb runs offline by default, so it works with no network;
+`logging.wandb.mode=online` syncs, `disabled` turns it off.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+# Dense bf16 peak TFLOP/s per device, for MFU.
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "V100": 125.0}
+
+
+def peak_tflops(override: float | None) -> float | None:
+    if override is not None:
+        return float(override)
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        for key, value in PEAK_TFLOPS.items():
+            if key in name:
+                return value
+    return None  # CPU: no meaningful peak; MFU is reported as null unless logging.peak_tflops is set
+
+
+class MetricsLogger:
+    """Writes metrics on rank 0 only (the caller passes enabled=False elsewhere)."""
+
+    def __init__(self, run_dir: Path, enabled: bool, wandb_cfg, config_dict: dict, resume_step: int):
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.wandb = None
+        if enabled and wandb_cfg.mode != "disabled":
+            import wandb
+
+            run_id = (Path(run_dir) / ".wandb_id")
+            if not run_id.exists():
+                run_id.write_text(wandb.util.generate_id())
+            self.wandb = wandb.init(project=wandb_cfg.project, entity=wandb_cfg.entity,
+                                    name=wandb_cfg.name or Path(run_dir).name, dir=str(run_dir),
+                                    mode=wandb_cfg.mode, config=config_dict, id=run_id.read_text().strip(),
+                                    resume="allow")
+
+    def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(clean) + "\n")
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in clean.items() if v is not None and k != "step"},
+                           step=record["step"])
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.jsonl as a list ordered by step, keeping the last line for a step written twice (resume)."""
+    by_step: dict[int, dict] = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            by_step[rec["step"]] = rec
+    return [by_step[k] for k in sorted(by_step)]

