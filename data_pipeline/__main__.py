@@ -18,6 +18,10 @@ def run_stage(cfg) -> None:
     from data_pipeline.executors import run_with_executor
     from data_pipeline.stage import build_pipeline, check_or_record_state, logs_dir
 
+    if cfg.executor.kind == "mpi":
+        # MPI must initialise before the filters load their native libraries: across Slurm nodes under
+        # `srun --mpi=pmi2`, MPICH's PMI2/UCX start-up fails when it comes after them.
+        from mpi4py import MPI  # noqa: F401
     pipeline, roles = build_pipeline(cfg)
     if cfg.executor.kind == "mpi":
         from mpi4py import MPI
