@@ -153,3 +153,11 @@ def test_read_ladder_lists_unstarted_planned_runs(tmp_path):
     victim.rmdir()
     runs = {r.name: r for r in read_ladder(root)}
     assert runs[plan.runs[0].name].problem.startswith("no metrics.jsonl")
+
+
+def test_parametric_fit_refuses_a_law_without_positive_exponents():
+    # loss that grows with both N and D: no law with positive exponents fits it
+    n = np.repeat([1e5, 3e5, 1e6, 3e6], 3)
+    d = np.tile([1e6, 3e6, 1e7], 4)
+    with pytest.raises(ValueError, match="positive exponents"):
+        fit_parametric(n, d, 2.0 + 0.1 * np.log(n) + 0.1 * np.log(d), top_k=20)

@@ -64,11 +64,16 @@ def fit_group(points: Points, cfg: ScalingConfig, curves: list[RunCurve] | None 
     refuse = "a single model size: a scaling law needs several (plan more sizes per budget)"
     optimal: dict = {"target_flops": target}
 
+    law = None
     if 3 in f.approaches:
         if single or len(pts) < 5:
             doc["approach3"] = {"error": refuse if single else f"{len(pts)} runs < 5 parameters"}
         else:
-            law, obj = fit_parametric(n, d, loss, f.huber_delta, top_k=f.top_k)
+            try:
+                law, obj = fit_parametric(n, d, loss, f.huber_delta, top_k=f.top_k)
+            except ValueError as e:
+                doc["approach3"] = {"error": str(e)}
+        if law is not None:
             g.law = law
             theta = theta_of(law)
 
@@ -78,8 +83,9 @@ def fit_group(points: Points, cfg: ScalingConfig, curves: list[RunCurve] | None 
                 return {**lw.as_dict(), "N_opt": float(lw.optimal_n(target, k)),
                         "D_opt": float(lw.optimal_d(target, k)),
                         "loss_opt": float(lw.loss(lw.optimal_n(target, k), lw.optimal_d(target, k)))}
-            point = {**law.as_dict(), "N_opt": float(law.optimal_n(target, k)), "D_opt": float(law.optimal_d(target, k)),
-                "loss_opt": float(law.loss(law.optimal_n(target, k), law.optimal_d(target, k)))}
+            point = {**law.as_dict(), "N_opt": float(law.optimal_n(target, k)),
+                     "D_opt": float(law.optimal_d(target, k)),
+                     "loss_opt": float(law.loss(law.optimal_n(target, k), law.optimal_d(target, k)))}
             s = bootstrap(one, len(n), boot.n, boot.seed)
             est = with_intervals(point, s, boot.level)
             doc["approach3"] = {**{k_: est[k_] for k_ in ("E", "A", "B", "alpha", "beta")},

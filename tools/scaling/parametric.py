@@ -112,10 +112,14 @@ def fit_parametric(n, d, loss, delta: float = 1e-3, top_k: int | None = None,
     best_x, best_f = None, np.inf
     for x0 in starts:
         res = minimize(_objective, x0, args=args, jac=True, method="L-BFGS-B")
-        if np.all(np.isfinite(res.x)) and res.fun < best_f:
+        a, b, e, alpha, beta = res.x
+        # only a law with positive exponents and finite coefficients means anything
+        usable = np.all(np.isfinite(res.x)) and alpha > 0 and beta > 0 and max(a, b, e) < 700
+        if usable and res.fun < best_f:
             best_x, best_f = res.x, float(res.fun)
     if best_x is None:
-        raise ValueError("approach 3: no initialisation converged to a finite fit")
+        raise ValueError("approach 3: no initialisation converged to a law with positive exponents: the runs do "
+                         "not constrain L(N, D) (add sizes and budgets, or train the runs longer)")
     a, b, e, alpha, beta = best_x
     return ParametricLaw(E=float(np.exp(e)), A=float(np.exp(a)), B=float(np.exp(b)), alpha=float(alpha),
                          beta=float(beta)), best_f

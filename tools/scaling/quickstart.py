@@ -10,15 +10,15 @@ from tools.scaling.fit import format_summary, run_fit
 from tools.scaling.plan import format_plan, plan_ladder, write_plan
 from tools.scaling.runner import run_ladder
 
-# Sized for ~6 minutes on 2 CPU cores in total (8 runs; a good part of it process start-up and megatron's setup)
+# Sized for ~6 minutes on 2 CPU cores in total (9 runs; a good part of it process start-up and megatron's setup)
 # with the quickstart's 4,096-piece tokenizer: 3 budgets, a small Llama family in 16-wide heads, 64-token
 # sequences, 8 sequences per step. At this size the embeddings are most of the parameters and the runs see well
 # under 20 tokens per parameter: the answer shows the machinery end to end, not a law to plan a real run with.
 QUICKSTART = [
-    "budgets=[3e10,1e11,3e11]",
+    "budgets=[3e10,6e10,1.2e11]",
     "families.llama.aspect_ratio=16", "families.llama.head_dim=16", "families.llama.min_layers=1",
     "families.llama.max_layers=6", "families.llama.seq_length=64",
-    "plan.sizes_per_budget=3", "plan.min_tokens_per_param=0.1", "plan.max_tokens_per_param=20",
+    "plan.sizes_per_budget=3", "plan.min_tokens_per_param=0.05", "plan.max_tokens_per_param=20",
     "plan.global_batch_size=8", "plan.micro_batch_size=8", "plan.min_iters=20",
     "plan.warmup_fraction=0.1", "plan.lr=3e-3", "plan.min_lr=3e-4", "plan.eval_points=2", "plan.eval_iters=2",
 ]
