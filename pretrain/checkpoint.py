@@ -83,9 +83,10 @@ def _owners(optimizer, params: list[ParamInfo]) -> dict[int, _Owner]:
     owners = {}
     for opt in _sub_optimizers(optimizer):
         if _is_distributed(opt):
+            # model_param_gbuf_map holds only the params whose range overlaps this rank's shard; the others
+            # are still this optimizer's (held by other data-parallel ranks), so it owns every param left over.
             for info in params:
-                if info.param in opt.model_param_gbuf_map:
-                    owners[id(info.param)] = _Owner(opt, True, {})
+                owners.setdefault(id(info.param), _Owner(opt, True, {}))
         else:
             main = _main_param_map(opt)
             for info in params:
@@ -106,7 +107,7 @@ def _local_optim_tensors(owner: _Owner, param: torch.nn.Parameter) -> dict[str, 
         return out
     opt = owner.opt
     out = {k: torch.zeros(param.numel(), dtype=torch.float32, device=param.device) for k in ("main",) + STATE_KEYS}
-    if param in opt.model_param_group_index_map:
+    if param in opt.model_param_gbuf_map and param in opt.model_param_group_index_map:
         rng = opt._get_model_param_range_map(param)["param"]
         tensors = opt._get_main_param_and_optimizer_states(param)
         out["main"][rng.start:rng.end] = tensors["param"].detach().float()
@@ -131,7 +132,7 @@ def _set_local_optim_tensors(owner: _Owner, param: torch.nn.Parameter, tensors: 
         state["step"] = torch.tensor(float(step))
         return
     opt = owner.opt
-    if param not in opt.model_param_group_index_map:
+    if param not in opt.model_param_gbuf_map or param not in opt.model_param_group_index_map:
         return
     rng = opt._get_model_param_range_map(param)["param"]
     group_index, group_order = opt.model_param_group_index_map[param]

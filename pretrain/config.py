@@ -61,6 +61,7 @@ class TrainConfig:
     eval_iters: int = 4
     save_interval: int = 100
     log_interval: int = 1
+    exit_interval: Optional[int] = None  # save and exit (code 0, run not finished) after this many steps
     bf16: Optional[bool] = None  # None: bf16 on GPU, fp32 on CPU
 
 

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def load_config(overrides: list[str]):
     """The resolved trainer config for these overrides (conf/pretrain.yaml, as `python -m pretrain` sees it)."""
-    from pretrain.train import load  # the trainer's own loader: one place composes the config
+    from pretrain.config import load  # the trainer's own loader: one place composes the config
 
     return load(overrides)
 

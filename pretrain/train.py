@@ -226,7 +226,8 @@ def _train(cfg, env, device, run_dir: Path, total_iters: int, stop: _StopFlag) -
                       "flops": fpt * consumed * cfg.model.seq_length, "loss": loss,
                       "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm, "tokens_per_s": tps,
                       "tflops_per_device": tflops, "mfu": tflops / peak if peak else None,
-                      "step_time_s": step_time, "data_wait_frac": wait_s / step_time}
+                      "step_time_s": step_time, "data_wait_frac": wait_s / step_time,
+                      "peak_mem_mb": _peak_memory_mb(device)}
         if t.eval_iters > 0 and (iteration % t.eval_interval == 0 or iteration == total_iters):
             val = evaluate()
             record = record or {"step": iteration, "tokens": consumed * cfg.model.seq_length}
@@ -246,12 +247,27 @@ def _train(cfg, env, device, run_dir: Path, total_iters: int, stop: _StopFlag) -
             return EXIT_PREEMPTED
         if iteration % t.save_interval == 0 or iteration == total_iters:
             save("interval" if iteration < total_iters else "final")
+        if t.exit_interval and iteration % t.exit_interval == 0 and iteration < total_iters:
+            if iteration % t.save_interval:
+                save("exit_interval")
+            logger.close()
+            _print0(f"exiting at step {iteration} (train.exit_interval); run again to continue")
+            return 0
     logger.close()
     if rank == 0:
         (run_dir / "finished.json").write_text(json.dumps(
             {"iterations": iteration, "tokens": consumed * cfg.model.seq_length}))
         print(f"finished {iteration} steps; metrics in {run_dir / 'metrics.jsonl'}", flush=True)
     return 0
+
+
+def _peak_memory_mb(device) -> float:
+    """This rank's peak memory: the CUDA allocator's peak on GPU, the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _global_mean_loss(losses: list, device) -> float:
