@@ -47,7 +47,7 @@ def build_data(data_dir: Path = DATA, vocab_size: int = VOCAB) -> list[str]:
 
 
 def train(run_dir: Path, overrides: list[str], nproc: int, iters: int) -> Path:
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port=0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
            "-m", "pretrain", "model=tiny", f"train.iters={iters}", "train.eval_interval=50",
            "train.save_interval=100", "train.log_interval=10", f"run.dir={run_dir}",
            "logging.wandb.mode=offline", *overrides]
