@@ -48,7 +48,9 @@ def test_stop_ends_only_its_own_processes(local_slurm, tmp_path):
     for entry in started.values():
         assert not Path(f"/proc/{entry['pid']}").exists()
     assert local_slurm.cluster.running()
-    assert local_slurm.cluster.run_client("sinfo", "-h", "-o", "%T").stdout.split() == ["idle"]
+    states = local_slurm.cluster.run_client("sinfo", "-h", "-N", "-o", "%N %T").stdout.split("\n")
+    assert sorted(s.split()[0] for s in states if s) == ["node1", "node2"]
+    assert not any("down" in s or "drain" in s for s in states), states
 
 
 def test_hosts_file_gets_missing_names_once(tmp_path):

@@ -2,7 +2,9 @@
 requeue, a killed rank, resharding between layouts, and a truncated newest checkpoint.
 
 Every job is a real `sbatch` of the script users submit. One uninterrupted reference run (single node, torchrun,
-4 processes, TP2 x DP2, checkpoints every 5 steps) is shared by the tests that compare against it.
+4 processes, TP2 x DP2, checkpoints every 5 steps) is shared by the tests that compare against it. The jobs that
+need nothing from another job are submitted together at the start (`jobs`), and a watcher thread preempts or
+kills them mid-run, so the cluster's waits (requeue delays, process start-up) overlap.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +27,7 @@ SAVE = 5
 TRAIN = [f"train.iters={ITERS}", "train.global_batch_size=8", "train.micro_batch_size=2",
          "train.eval_interval=1000", "train.log_interval=1", "optim.warmup_iters=2", "logging.wandb.mode=disabled",
          "model=tiny", "run.seed=1234"]
-JOB_TIMEOUT = 240
+JOB_TIMEOUT = 600
 
 pytestmark = pytest.mark.slurm
 
@@ -83,17 +86,6 @@ def attempts(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (run_dir / "slurm_attempts.jsonl").read_text().splitlines()]
 
 
-def wait_for_step(run_dir: Path, step: int, job: str, cluster, timeout: float = JOB_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (run_dir / "metrics.jsonl").exists() and max(losses(run_dir), default=0) >= step:
-            return
-        if cluster.job(job).get("JobState") not in ("PENDING", "RUNNING", "CONFIGURING"):
-            break
-        time.sleep(0.5)
-    pytest.fail(f"run {run_dir} never logged step {step}:\n{log_of(run_dir)}")
-
-
 def checkpoint_iters(run_dir: Path) -> list[int]:
     return sorted(int(p.name.split("_")[1]) for p in (run_dir / "checkpoints").glob("iter_*") if p.is_dir())
 
@@ -123,114 +115,163 @@ def assert_same(actual: dict[int, float], expected: dict[int, float], steps, rel
 # shared runs
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    return tmp_path_factory.mktemp("pretrain_slurm")
+class Run:
+    """One submitted job and its run directory."""
+
+    def __init__(self, cluster, run_dir: Path, overrides: list[str], **submit_args):
+        self.cluster, self.dir = cluster, run_dir
+        self.job = submit(cluster, run_dir, overrides, **submit_args)
+        self.events: list[str] = []  # what the watcher did, for the failure messages
+
+    def finished(self) -> dict:
+        return finish(self.cluster, self.job, self.dir)
+
+    def when_step(self, step: int, action) -> None:
+        """In a background thread: wait until the run has logged `step`, then call action(self)."""
+        def watch():
+            deadline = time.monotonic() + JOB_TIMEOUT
+            while time.monotonic() < deadline:
+                if (self.dir / "metrics.jsonl").exists() and max(losses(self.dir), default=0) >= step:
+                    self.events.append(f"step {step} seen")
+                    action(self)
+                    self.events.append("acted")
+                    return
+                time.sleep(0.3)
+            self.events.append(f"step {step} never seen")
+
+        threading.Thread(target=watch, daemon=True).start()
+
+
+def preempt(run: Run) -> None:
+    run.cluster.signal_batch(run.job, "USR1")
+
+
+def kill_rank_1(run: Run) -> None:
+    os.kill(rank_pid(run.dir, 1), signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
-def overrides(tiny_shards) -> list[str]:
-    return [*TRAIN, *tiny_shards]
+def jobs(local_slurm, tmp_path_factory, tiny_shards) -> dict[str, Run]:
+    work = tmp_path_factory.mktemp("pretrain_slurm")
+    base = [*TRAIN, *tiny_shards]
+    tp2dp2 = [*base, "parallel.tp=2"]
+    runs = {
+        # uninterrupted, one node, torchrun with 4 processes, a checkpoint every 5 steps
+        "reference": Run(local_slurm, work / "reference", [*tp2dp2, f"train.save_interval={SAVE}"], nodes=1,
+                         tasks_per_node=4, launcher="torchrun"),
+        "two_nodes": Run(local_slurm, work / "two_nodes", [*tp2dp2, "train.save_interval=1000"]),
+        # no periodic checkpoints: a resume can only come from the checkpoint the signal asked for
+        "preempted": Run(local_slurm, work / "preempted", [*tp2dp2, "train.save_interval=1000"],
+                         launcher="torchrun"),
+        "killed": Run(local_slurm, work / "killed", [*tp2dp2, f"train.save_interval={SAVE}"]),
+        # uninterrupted under (TP, PP, DP) = (2, 2, 1), with the checkpoint the resharded runs start from
+        "tp2pp2": Run(local_slurm, work / "tp2pp2", [*base, "parallel.tp=2", "parallel.pp=2",
+                                                     "train.save_interval=10"]),
+    }
+    runs["preempted"].when_step(6, preempt)
+    runs["killed"].when_step(2 * SAVE + 1, kill_rank_1)
+    yield runs
+    for run in runs.values():
+        local_slurm.cluster.run_client("scancel", run.job, check=False)
 
 
 @pytest.fixture(scope="module")
-def reference(local_slurm, work, overrides) -> Path:
-    """Uninterrupted: one node, torchrun with 4 processes, TP2 x DP2, a checkpoint every 5 steps."""
-    run = work / "reference"
-    job = submit(local_slurm, run, [*overrides, "parallel.tp=2", f"train.save_interval={SAVE}"], nodes=1,
-                 tasks_per_node=4, launcher="torchrun")
-    finish(local_slurm, job, run)
-    assert sorted(losses(run)) == list(range(1, ITERS + 1))
-    return run
+def reference(jobs, local_slurm, tiny_shards) -> Path:
+    ref = jobs["reference"]
+    ref.finished()
+    assert sorted(losses(ref.dir)) == list(range(1, ITERS + 1))
+    jobs["truncated"] = resume_from_truncated(local_slurm, ref.dir, tiny_shards)  # starts now, checked last
+    return ref.dir
 
 
-@pytest.fixture(scope="module")
-def reference_221(local_slurm, work, overrides) -> Path:
-    """Uninterrupted under (TP, PP, DP) = (2, 2, 1) on 2 nodes, with a checkpoint at step 10."""
-    run = work / "tp2pp2"
-    job = submit(local_slurm, run, [*overrides, "parallel.tp=2", "parallel.pp=2", "train.save_interval=10"])
-    finish(local_slurm, job, run)
-    return run
+def resume_from_truncated(cluster, reference: Path, tiny_shards: list[str]) -> Run:
+    """The reference's checkpoints 10 and 15, with the newest (15) cut in half, resumed."""
+    run_dir = reference.parent / "truncated"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    for it in (10, 15):
+        shutil.copytree(reference / "checkpoints" / f"iter_{it:07d}", run_dir / "checkpoints" / f"iter_{it:07d}")
+    (run_dir / "checkpoints" / "latest").write_text("iter_0000015")
+    victim = max((p for p in (run_dir / "checkpoints" / "iter_0000015").rglob("*") if p.is_file()),
+                 key=lambda p: p.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    return Run(cluster, run_dir, [*TRAIN, *tiny_shards, "parallel.tp=2", "train.save_interval=1000"])
 
 
 # ----------------------------------------------------------------------------------------------------------
 # tests
 
 
-def test_two_node_job_matches_single_node_run(local_slurm, work, overrides, reference):
-    run = work / "two_nodes"
-    job = submit(local_slurm, run, [*overrides, "parallel.tp=2", "train.save_interval=1000"])
-    finish(local_slurm, job, run)
-    info = json.loads((run / "run_info.json").read_text())
+def test_two_node_job_matches_single_node_run(jobs, reference):
+    run = jobs["two_nodes"]
+    run.finished()
+    info = json.loads((run.dir / "run_info.json").read_text())
     assert (info["world_size"], info["tp"], info["pp"], info["dp"]) == (4, 2, 1, 2)
-    assert [a["outcome"] for a in attempts(run)] == ["finished"]
-    assert attempts(run)[0]["nodes"] == "node[1-2]"
-    assert_same(losses(run), losses(reference), range(1, ITERS + 1))
+    assert [a["outcome"] for a in attempts(run.dir)] == ["finished"]
+    assert attempts(run.dir)[0]["nodes"] == "node[1-2]"
+    assert_same(losses(run.dir), losses(reference), range(1, ITERS + 1))
 
 
-def test_usr1_checkpoints_requeues_and_resumes_identically(local_slurm, work, overrides, reference):
-    """Preemption through torchrun on 2 nodes: no periodic checkpoints, so the resume can only come from the
-    checkpoint the signal asked for."""
-    run = work / "preempted"
-    job = submit(local_slurm, run, [*overrides, "parallel.tp=2", "train.save_interval=1000"], launcher="torchrun")
-    wait_for_step(run, 6, job, local_slurm)
-    local_slurm.signal_batch(job, "USR1")
-    info = finish(local_slurm, job, run)
+def test_usr1_checkpoints_requeues_and_resumes_identically(jobs, reference):
+    """Preemption through torchrun on 2 nodes: USR1 after step 6, checkpoint, requeue, resume."""
+    run = jobs["preempted"]
+    info = run.finished()
+    assert run.events == ["step 6 seen", "acted"]
     assert int(info["Restarts"]) == 1
-    assert [a["outcome"] for a in attempts(run)] == ["preempted-requeued", "finished"]
-    saved = [i for i in checkpoint_iters(run) if i < ITERS]  # the checkpoint the signal asked for
-    assert len(saved) == 1 and saved[0] >= 6, checkpoint_iters(run)
-    logged = [step for seg in segments(run) for step in seg]
+    assert [a["outcome"] for a in attempts(run.dir)] == ["preempted-requeued", "finished"]
+    saved = [i for i in checkpoint_iters(run.dir) if i < ITERS]  # the checkpoint the signal asked for
+    assert len(saved) == 1 and saved[0] >= 6, checkpoint_iters(run.dir)
+    logged = [step for seg in segments(run.dir) for step in seg]
     assert all(logged.count(s) == 1 for s in range(1, saved[0] + 1)), logged  # resumed, not restarted
-    assert_same(losses(run), losses(reference), range(1, ITERS + 1))
+    assert_same(losses(run.dir), losses(reference), range(1, ITERS + 1))
 
 
-def test_killed_rank_fails_job_and_requeue_resumes_from_last_checkpoint(local_slurm, work, overrides, reference):
-    run = work / "killed"
-    job = submit(local_slurm, run, [*overrides, "parallel.tp=2", f"train.save_interval={SAVE}"])
-    wait_for_step(run, 2 * SAVE + 1, job, local_slurm)
-    os.kill(rank_pid(run, 1), signal.SIGKILL)
-    info = finish(local_slurm, job, run)
+def test_killed_rank_fails_job_and_requeue_resumes_from_last_checkpoint(jobs, reference):
+    run = jobs["killed"]
+    info = run.finished()
+    assert run.events == [f"step {2 * SAVE + 1} seen", "acted"]
     assert int(info["Restarts"]) == 1
-    outcome = attempts(run)
+    outcome = attempts(run.dir)
     assert [a["outcome"] for a in outcome] == ["failed-requeued", "finished"] and outcome[0]["rc"] != 0
-    first, second = segments(run)
+    first, second = segments(run.dir)
     resumed_from = max(i for i in range(SAVE, ITERS, SAVE) if i <= max(first))
     assert min(second) == resumed_from + 1, (sorted(first), sorted(second))
     assert_same(second, losses(reference), range(resumed_from + 1, ITERS + 1))
 
 
+@pytest.fixture(scope="module")
+def resharded(jobs, local_slurm, tiny_shards):
+    """Saved under (2, 2, 1) at step 10, resumed under (1, 1, 4) and (2, 1, 2), both jobs at once."""
+    source = jobs["tp2pp2"]
+    source.finished()
+    runs = {}
+    for tp, pp in [(1, 1), (2, 1)]:
+        run_dir = source.dir.parent / f"resharded_tp{tp}pp{pp}"
+        (run_dir / "checkpoints").mkdir(parents=True)
+        shutil.copytree(source.dir / "checkpoints" / "iter_0000010", run_dir / "checkpoints" / "iter_0000010")
+        (run_dir / "checkpoints" / "latest").write_text("iter_0000010")
+        runs[(tp, pp)] = Run(local_slurm, run_dir, [*TRAIN, *tiny_shards, f"parallel.tp={tp}",
+                                                    f"parallel.pp={pp}", "train.save_interval=1000"])
+    return source.dir, runs
+
+
 @pytest.mark.parametrize("tp,pp", [(1, 1), (2, 1)], ids=["tp1pp1dp4", "tp2pp1dp2"])
-def test_resume_under_another_layout_continues_the_losses(local_slurm, work, overrides, reference_221, tp, pp):
-    """Saved under (2, 2, 1) at step 10, resumed under (1, 1, 4) or (2, 1, 2): weights, optimizer state and
-    the data position carry over, so steps 11..20 follow the unchanged run to 1e-4."""
-    run = work / f"resharded_tp{tp}pp{pp}"
-    (run / "checkpoints").mkdir(parents=True)
-    shutil.copytree(reference_221 / "checkpoints" / "iter_0000010", run / "checkpoints" / "iter_0000010")
-    (run / "checkpoints" / "latest").write_text("iter_0000010")
-    job = submit(local_slurm, run, [*overrides, f"parallel.tp={tp}", f"parallel.pp={pp}",
-                                    "train.save_interval=1000"])
-    finish(local_slurm, job, run)
-    info = json.loads((run / "run_info.json").read_text())
+def test_resume_under_another_layout_continues_the_losses(resharded, tp, pp):
+    """Weights, optimizer state and the data position carry over: steps 11..20 follow the unchanged run."""
+    source, runs = resharded
+    run = runs[(tp, pp)]
+    run.finished()
+    info = json.loads((run.dir / "run_info.json").read_text())
     assert (info["tp"], info["pp"], info["dp"]) == (tp, pp, 4 // (tp * pp))
-    resumed = losses(run)
+    resumed = losses(run.dir)
     assert min(resumed) == 11
-    assert_same(resumed, losses(reference_221), range(11, ITERS + 1), rel=1e-4)
+    assert_same(resumed, losses(source), range(11, ITERS + 1), rel=1e-4)
 
 
-def test_truncated_newest_checkpoint_falls_back_to_previous(local_slurm, work, overrides, reference):
-    run = work / "truncated"
-    (run / "checkpoints").mkdir(parents=True)
-    for it in (10, 15):
-        shutil.copytree(reference / "checkpoints" / f"iter_{it:07d}", run / "checkpoints" / f"iter_{it:07d}")
-    (run / "checkpoints" / "latest").write_text("iter_0000015")
-    victim = max((p for p in (run / "checkpoints" / "iter_0000015").rglob("*") if p.is_file()),
-                 key=lambda p: p.stat().st_size)
-    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-    job = submit(local_slurm, run, [*overrides, "parallel.tp=2", "train.save_interval=1000"])
-    finish(local_slurm, job, run)
-    out = Path(f"{run}.out").read_text(errors="replace")
+def test_truncated_newest_checkpoint_falls_back_to_previous(jobs, reference):
+    run = jobs["truncated"]
+    run.finished()
+    out = Path(f"{run.dir}.out").read_text(errors="replace")
     assert "iter_0000015" in out and "iter_0000010" in out, out  # the warning names both
-    resumed = losses(run)
+    resumed = losses(run.dir)
     assert min(resumed) == 11
     assert_same(resumed, losses(reference), range(11, ITERS + 1))

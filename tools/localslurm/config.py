@@ -84,8 +84,11 @@ def render_slurm_conf(spec: ClusterSpec) -> str:
         "MinJobAge=600",  # finished jobs stay visible to squeue/scontrol for 10 minutes
         "KillWait=10",
         "InactiveLimit=0",
-        "SlurmctldTimeout=30",
-        "SlurmdTimeout=30",
+        # Generous: on a loaded laptop or CI box a busy slurmd must not be declared down (its jobs would be
+        # killed and requeued behind the user's back).
+        "SlurmctldTimeout=300",
+        "SlurmdTimeout=300",
+        "MessageTimeout=30",
         "MailProg=/bin/true",
         "SlurmctldDebug=info",
         "SlurmdDebug=info",

@@ -1,4 +1,4 @@
-"""pytest fixture `local_slurm`: a real Slurm cluster (2 nodes x 4 CPUs) for the whole test session.
+"""pytest fixture `local_slurm`: a real Slurm cluster (2 nodes x 8 CPUs) for the whole test session.
 
 Use it from any conftest.py:  `from tools.localslurm.pytest_plugin import local_slurm  # noqa: F401`
 (or `pytest_plugins = ["tools.localslurm.pytest_plugin"]` in the root conftest). However many conftests import
@@ -92,7 +92,7 @@ def local_slurm(request) -> SlurmCluster:
     # (pytest's is 0700), and the socket path must stay short (sockaddr_un holds 108 bytes).
     top = Path(tempfile.mkdtemp(prefix="localslurm-"))
     top.chmod(0o755)
-    spec = ClusterSpec(dir=top, nodes=2, cpus_per_node=4, port=free_port_block(3))
+    spec = ClusterSpec(dir=top, nodes=2, cpus_per_node=8, port=free_port_block(3))
     cluster = LocalSlurm(spec)
     cluster.start()
     env = pytest.MonkeyPatch()
