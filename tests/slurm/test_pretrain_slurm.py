@@ -275,3 +275,24 @@ def test_truncated_newest_checkpoint_falls_back_to_previous(jobs, reference):
     resumed = losses(run.dir)
     assert min(resumed) == 11
     assert_same(resumed, losses(reference), range(11, ITERS + 1))
+
+
+def test_dry_run_prints_topology_and_a_bad_layout_fails_before_launch(local_slurm, tmp_path, tiny_shards):
+    env = {"PYTHON": sys.executable, "SLURMTRAIN_HOME": str(REPO)}
+    out = tmp_path / "dry.out"
+    job = local_slurm.sbatch("-N2", "--ntasks-per-node=2", f"--output={out}", SCRIPT, "--dry-run", *TRAIN,
+                             *tiny_shards, "parallel.tp=2", f"run.dir={tmp_path / 'dry'}", env=env, cwd=REPO)
+    assert local_slurm.wait(job, 120)["JobState"] == "COMPLETED", out.read_text()
+    text = out.read_text()
+    assert "world size 4 = 2 node(s) x 2 task(s); TP=2 PP=1 DP=2" in text
+    assert "node2: rank 2 (tp 0, pp 0, dp 1); rank 3 (tp 1, pp 0, dp 1)" in text
+    assert "launch: srun --kill-on-bad-exit=1" in text
+    assert not (tmp_path / "dry").exists()  # nothing trained, nothing written
+
+    bad = tmp_path / "bad.out"
+    job = local_slurm.sbatch("-N2", "--ntasks-per-node=2", f"--output={bad}", SCRIPT, *TRAIN, *tiny_shards,
+                             "parallel.tp=3", f"run.dir={tmp_path / 'bad'}", env=env, cwd=REPO)
+    info = local_slurm.wait(job, 120)
+    assert info["JobState"] == "FAILED" and int(info["Restarts"]) == 0, bad.read_text()
+    assert "parallel.tp" in bad.read_text() and "not launching" in bad.read_text()
+    assert not (tmp_path / "bad").exists()
