@@ -105,8 +105,10 @@ def enable() -> None:
         raise RuntimeError("pretrain.cpu.enable() is for machines without CUDA; a CUDA device is present")
 
     # torch.cuda.current_device(): called in ~100 places as a device argument (e.g.
-    # tensor_parallel.layers.ColumnParallelLinear weight allocation); 0 is then redirected by _CudaToCpu.
-    torch.cuda.current_device = lambda: 0
+    # tensor_parallel.layers.ColumnParallelLinear weight allocation, and inside autograd backward functions
+    # such as LinearWithGradAccumulationAndAsyncCommunication.backward under sequence parallelism, where
+    # torch-function modes are not active). Returning the CPU device makes those calls right by themselves.
+    torch.cuda.current_device = lambda: torch.device("cpu")
     torch.cuda.device_count = lambda: 1
     torch.cuda.set_device = lambda *a, **k: None
     torch.cuda.synchronize = lambda *a, **k: None
