@@ -269,13 +269,15 @@ def _validate_data(cfg: PretrainConfig) -> None:
     if not prefixes:
         _fail("data.paths", "no token shards given",
               "run `make quickstart` to build the sample shards, or pass data.paths=[/path/to/name_text_document]")
-    from pretrain.shards import check_token_shard
+    from data_pipeline.tokenizer.validate import IndexedDatasetError, validate_indexed_dataset
 
-    n_docs = 0
+    docs_per_shard = {}
     for prefix in prefixes:
         try:
-            n_docs += check_token_shard(prefix)
-        except (FileNotFoundError, ValueError) as e:
+            docs_per_shard[prefix] = validate_indexed_dataset(prefix).documents
+            if docs_per_shard[prefix] == 0:
+                raise IndexedDatasetError(f"token shard {prefix} is empty (no documents)")
+        except IndexedDatasetError as e:
             _fail("data.paths", str(e), "point data.paths at an existing prefix (without .bin/.idx), e.g. "
                   "data/quickstart/enwiki_text_document; rebuild truncated shards with "
                   "`python -m data_pipeline.tokenizer encode`")
@@ -285,7 +287,7 @@ def _validate_data(cfg: PretrainConfig) -> None:
     # megatron splits by document: the validation split must get at least one document of every shard.
     if split[1] > 0 and cfg.train.eval_iters > 0:
         for prefix in prefixes:
-            docs = check_token_shard(prefix)
+            docs = docs_per_shard[prefix]
             if int(round(split[1] * docs)) < 1 and round(sum(split[:2]) * docs) - round(split[0] * docs) < 1:
                 _fail("data.split", f"the validation split of {cfg.data.split!r} gets no document of {prefix} "
                       f"({docs} documents)", "raise the validation weight or add documents")

@@ -37,7 +37,7 @@ def test_invalid_config_names_key_and_fix(tiny_shards, overrides, world, key, wo
 
 
 def test_missing_and_empty_data_paths(tiny_shards, tmp_path):
-    with pytest.raises(ConfigError, match=r"data.paths: .*does not exist.*Fix:"):
+    with pytest.raises(ConfigError, match=r"data.paths: .*is missing.*Fix:"):
         validate(cfg_with(tiny_shards, f"data.paths=[{tmp_path}/nothing]"), 1)
     with pytest.raises(ConfigError, match=r"data.paths: no token shards given.*make quickstart"):
         validate(cfg_with(tiny_shards, "data.paths=[]"), 1)
