@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import secrets
 from pathlib import Path
 
 import torch
@@ -40,7 +41,7 @@ class MetricsLogger:
 
             run_id = (Path(run_dir) / ".wandb_id")
             if not run_id.exists():
-                run_id.write_text(wandb.util.generate_id())
+                run_id.write_text(secrets.token_hex(4))
             self.wandb = wandb.init(project=wandb_cfg.project, entity=wandb_cfg.entity,
                                     name=wandb_cfg.name or Path(run_dir).name, dir=str(run_dir),
                                     mode=wandb_cfg.mode, config=config_dict, id=run_id.read_text().strip(),

@@ -68,11 +68,14 @@ def init_distributed(env: DistEnv, timeout_s: int = 600) -> torch.device:
         cpu.enable()
         device, backend = torch.device("cpu"), "gloo"
     if not torch.distributed.is_initialized():
-        addr, port = env.master_addr, env.master_port
-        if env.world_size == 1:  # a world of one: any free local port, so parallel single runs never collide
-            addr, port = "127.0.0.1", _free_port()
+        if env.launcher == "torchrun":  # torchrun's own store (its agent serves it, also for one process)
+            init_method = "env://"
+        elif env.launcher == "single":  # a world of one: any free local port, so parallel runs never collide
+            init_method = f"tcp://127.0.0.1:{_free_port()}"
+        else:
+            init_method = f"tcp://{env.master_addr}:{env.master_port}"
         torch.distributed.init_process_group(
-            backend=backend, init_method=f"tcp://{addr}:{port}", rank=env.rank,
+            backend=backend, init_method=init_method, rank=env.rank,
             world_size=env.world_size, timeout=timedelta(seconds=timeout_s))
     return device
 
