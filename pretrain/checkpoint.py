@@ -15,7 +15,6 @@ checkpoint is detected and the previous one is used, with a warning that names b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 from megatron.core import parallel_state
 
+from data_pipeline.samples import file_sha256 as _sha256
 from pretrain.model import ParamInfo, full_from_shards, global_params, shard_of
 
 LATEST = "latest"
@@ -35,14 +35,6 @@ META = "meta.json"
 
 def iter_dir_name(iteration: int) -> str:
     return f"iter_{iteration:07d}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------------

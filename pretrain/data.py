@@ -10,6 +10,7 @@ steps and runs.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -18,6 +19,7 @@ import torch
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
+from data_pipeline.samples import file_sha256
 from pretrain.config import PretrainConfig, parse_blend, train_iters
 
 
@@ -32,13 +34,7 @@ class SentencePieceIds:
         self.eod = sp.eos_id()
         self.pad = sp.pad_id() if sp.pad_id() >= 0 else self.eod
         # part of megatron's dataset cache key
-        self.unique_identifiers = {"class": "SentencePiece", "model_sha256": _sha256(model_file)}
-
-
-def _sha256(path: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+        self.unique_identifiers = {"class": "SentencePiece", "model_sha256": file_sha256(Path(model_file))}
 
 
 @dataclass
