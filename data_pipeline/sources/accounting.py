@@ -27,3 +27,15 @@ class ReaderAccounting:
 
     def count_error(self: PipelineStep, reason: str) -> None:
         self.stat_update(ERROR + reason)
+
+    def document_from_row(self, row: dict, source: str, index: int):
+        """The document for a record with its text under ``self.text_key``; None (counted) when the field is
+        missing or not text (error) or the text is blank (removed)."""
+        text = row.get(self.text_key)
+        if not isinstance(text, str):
+            self.count_error(f"missing_{self.text_key}_field")
+            return None
+        if not text.strip():
+            self.count_removed("empty_text")
+            return None
+        return self.get_document_from_dict(row, source, index)

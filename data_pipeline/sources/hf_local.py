@@ -54,13 +54,7 @@ class LocalHFDatasetSource(ReaderAccounting, BaseReader):
                 break
             text = row.get(self.text_key)
             self.count_in(len(text.encode()) if isinstance(text, str) else 0)
-            if not isinstance(text, str):
-                self.count_error(f"missing_{self.text_key}_field")
-                continue
-            if not text.strip():
-                self.count_removed("empty_text")
-                continue
-            document = self.get_document_from_dict(dict(row), self.path, i)
+            document = self.document_from_row(dict(row), self.path, i)
             if document is not None:
                 self.stat_update("documents")
                 self.update_doc_stats(document)

@@ -43,14 +43,7 @@ class JsonlSource(ReaderAccounting, JsonlReader):
                     if not isinstance(data, dict):
                         self.count_error("json_not_an_object")
                         continue
-                    text = data.get(self.text_key)
-                    if not isinstance(text, str):
-                        self.count_error(f"missing_{self.text_key}_field")
-                        continue
-                    if not text.strip():
-                        self.count_removed("empty_text")
-                        continue
-                    document = self.get_document_from_dict(data, filepath, line_no)
+                    document = self.document_from_row(data, filepath, line_no)
                     if document is not None:
                         yield document
             if line_no < 0:

@@ -25,13 +25,6 @@ class ParquetSource(ReaderAccounting, ParquetReader):
             return
         for row_no, row in enumerate(table.to_pylist()):
             self.count_in(len(str(row.get(self.text_key, "")).encode()))
-            text = row.get(self.text_key)
-            if not isinstance(text, str):
-                self.count_error(f"missing_{self.text_key}_field")
-                continue
-            if not text.strip():
-                self.count_removed("empty_text")
-                continue
-            document = self.get_document_from_dict(row, filepath, row_no)
+            document = self.document_from_row(row, filepath, row_no)
             if document is not None:
                 yield document
