@@ -141,13 +141,6 @@ def train_iters(cfg: PretrainConfig) -> int:
     return cfg.train.iters
 
 
-def world_size_from_env() -> int:
-    for key in ("WORLD_SIZE", "SLURM_NTASKS"):
-        if key in os.environ:
-            return int(os.environ[key])
-    return 1
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Validation
 
@@ -288,7 +281,7 @@ def _validate_data(cfg: PretrainConfig) -> None:
     if split[1] > 0 and cfg.train.eval_iters > 0:
         for prefix in prefixes:
             docs = docs_per_shard[prefix]
-            if int(round(split[1] * docs)) < 1 and round(sum(split[:2]) * docs) - round(split[0] * docs) < 1:
+            if round(sum(split[:2]) * docs) - round(split[0] * docs) < 1:  # megatron's cumulative rounding
                 _fail("data.split", f"the validation split of {cfg.data.split!r} gets no document of {prefix} "
                       f"({docs} documents)", "raise the validation weight or add documents")
     if split[1] == 0 and cfg.train.eval_iters > 0:

@@ -12,9 +12,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Iterator
-
-import numpy as np
 import torch
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
@@ -70,32 +67,17 @@ def build_datasets(cfg: PretrainConfig, cache_dir: str) -> Datasets:
     return Datasets(train, valid if n_valid else None)
 
 
-class MicroBatches:
-    """Micro-batches of one global batch for this data-parallel rank, timed (data wait)."""
-
-    def __init__(self, dataset, start: int, cfg: PretrainConfig, dp_rank: int, dp_size: int,
-                 device: torch.device):
-        gbs, mbs = cfg.train.global_batch_size, cfg.train.micro_batch_size
-        per_rank = gbs // dp_size
-        self.indices = np.arange(start + dp_rank * per_rank, start + (dp_rank + 1) * per_rank)
-        self.mbs = mbs
-        self.dataset = dataset
-        self.device = device
-        self.wait_s = 0.0
-        self.num_microbatches = per_rank // mbs
-        self._pos = 0
-
-    def __iter__(self) -> Iterator[dict]:
-        return self
-
-    def __next__(self) -> dict:
-        if self._pos >= len(self.indices):
-            raise StopIteration
-        t0 = time.perf_counter()
-        idx = self.indices[self._pos:self._pos + self.mbs]
-        self._pos += self.mbs
-        samples = [self.dataset[int(i) % len(self.dataset)] for i in idx]
-        batch = {k: torch.stack([torch.as_tensor(s[k]) for s in samples]).to(self.device, non_blocking=True)
-                 for k in ("tokens", "labels", "loss_mask", "position_ids")}
-        self.wait_s += time.perf_counter() - t0
-        return batch
+def load_microbatches(dataset, start: int, cfg: PretrainConfig, dp_rank: int, dp_size: int,
+                      device: torch.device) -> tuple[list[dict], float]:
+    """This data-parallel rank's micro-batches of the global batch that starts at sample `start`, and the
+    seconds spent reading them (data wait)."""
+    t0 = time.perf_counter()
+    gbs, mbs = cfg.train.global_batch_size, cfg.train.micro_batch_size
+    per_rank = gbs // dp_size
+    first = start + dp_rank * per_rank
+    batches = []
+    for lo in range(first, first + per_rank, mbs):
+        samples = [dataset[i % len(dataset)] for i in range(lo, lo + mbs)]
+        batches.append({k: torch.stack([torch.as_tensor(s[k]) for s in samples]).to(device, non_blocking=True)
+                        for k in ("tokens", "labels", "loss_mask", "position_ids")})
+    return batches, time.perf_counter() - t0

@@ -32,7 +32,7 @@ def peak_tflops(override: float | None) -> float | None:
 class MetricsLogger:
     """Writes metrics on rank 0 only (the caller passes enabled=False elsewhere)."""
 
-    def __init__(self, run_dir: Path, enabled: bool, wandb_cfg, config_dict: dict, resume_step: int):
+    def __init__(self, run_dir: Path, enabled: bool, wandb_cfg, config_dict: dict):
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self.wandb = None

@@ -76,7 +76,7 @@ def _train(cfg, env, device, run_dir: Path, total_iters: int, stop: _StopFlag) -
     from omegaconf import OmegaConf
 
     from pretrain import checkpoint
-    from pretrain.data import MicroBatches, build_datasets
+    from pretrain.data import build_datasets, load_microbatches
     from pretrain.flops import count_params, flops_per_token
     from pretrain.metrics import MetricsLogger, peak_tflops
     from pretrain.model import build_model_chunks, init_weights
@@ -157,8 +157,8 @@ def _train(cfg, env, device, run_dir: Path, total_iters: int, stop: _StopFlag) -
     tokens_per_step = t.global_batch_size * cfg.model.seq_length
     fpt = flops_per_token(cfg.model, vocab)
     peak = peak_tflops(cfg.logging.peak_tflops)
-    logger = MetricsLogger(run_dir, rank == 0, cfg.logging.wandb, OmegaConf.to_container(
-        OmegaConf.structured(cfg)), iteration)
+    logger = MetricsLogger(run_dir, rank == 0, cfg.logging.wandb,
+                           OmegaConf.to_container(OmegaConf.structured(cfg)))
     forward_backward = get_forward_backward_func()
     n_micro = t.global_batch_size // (t.micro_batch_size * dp)
 
@@ -174,12 +174,13 @@ def _train(cfg, env, device, run_dir: Path, total_iters: int, stop: _StopFlag) -
         return out, loss_func
 
     def run_batches(dataset, start: int, forward_only: bool):
-        iters = [MicroBatches(dataset, start, cfg, dp_rank, dp, device) for _ in model]
+        batches, wait_s = load_microbatches(dataset, start, cfg, dp_rank, dp, device)
+        iters = [iter(batches) for _ in model]  # each model chunk (VPP) walks the same micro-batches
         losses = forward_backward(
             forward_step_func=forward_step, data_iterator=iters if len(model) > 1 else iters[0],
             model=model if len(model) > 1 else model[0], num_microbatches=n_micro,
             seq_length=cfg.model.seq_length, micro_batch_size=t.micro_batch_size, forward_only=forward_only)
-        return _global_mean_loss(losses, device), sum(it.wait_s for it in iters)
+        return _global_mean_loss(losses, device), wait_s
 
     def evaluate() -> float:
         for m in model:

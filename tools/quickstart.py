@@ -34,16 +34,20 @@ def build_data(data_dir: Path = DATA, vocab_size: int = VOCAB) -> list[str]:
     paths = fetch(["enwiki", "botchan"])
     tokenizer = data_dir / "tokenizer.model"
     prefix = data_dir / "enwiki_text_document"
+    shard_idx = Path(str(prefix) + ".idx")
+    overrides = [f"data.paths=[{prefix}]", f"data.tokenizer_model={tokenizer}"]
+    if tokenizer.is_file() and shard_idx.is_file():
+        return overrides
+    docs = [p["text"] for p in iter_wikipedia_pages(paths["enwiki"])]  # parsed once for both steps
     if not tokenizer.is_file():
         print(f"[quickstart] training a {vocab_size}-token lossless BPE on {paths['enwiki'].name}", flush=True)
-        docs = [p["text"] for p in iter_wikipedia_pages(paths["enwiki"])]
         train_tokenizer(docs, vocab_size, data_dir / "tokenizer", files=False)
-    if not Path(str(prefix) + ".idx").is_file():
-        docs = [p["text"] for p in iter_wikipedia_pages(paths["enwiki"])]
+        shard_idx.unlink(missing_ok=True)  # shards of an older tokenizer would no longer match
+    if not shard_idx.is_file():
         stats = encode_documents(docs, tokenizer, prefix)
         print(f"[quickstart] wrote {prefix}.bin/.idx: {stats.get('documents')} documents, "
               f"{stats.get('tokens'):,} tokens, {stats.get('bytes_per_token', 0):.2f} bytes/token", flush=True)
-    return [f"data.paths=[{prefix}]", f"data.tokenizer_model={tokenizer}"]
+    return overrides
 
 
 def train(run_dir: Path, overrides: list[str], nproc: int, iters: int) -> Path:
