@@ -140,7 +140,8 @@ class ParamInfo:
 
 
 def global_params(chunks: list[torch.nn.Module]) -> Iterator[ParamInfo]:
-    """This rank's parameters with their layout-independent names (layer indices made global)."""
+    """This rank's parameters with their layout-independent names (layer indices made global; the last
+    stage's copy of tied embeddings named as the embedding)."""
     for chunk in chunks:
         module = chunk.module if hasattr(chunk, "module") else chunk
         while hasattr(module, "module"):  # DDP / Float16Module wrappers
@@ -149,7 +150,13 @@ def global_params(chunks: list[torch.nn.Module]) -> Iterator[ParamInfo]:
         if hasattr(module, "decoder"):
             for i, layer in enumerate(module.decoder.layers):
                 layer_numbers[str(i)] = layer.layer_number - 1
+        # Tied embeddings under PP > 1: the last stage holds a copy of the embedding as its output layer
+        # (megatron all-reduces their grads), so it carries the embedding's name: same init, same checkpoint key.
+        tied_copy = (getattr(module, "share_embeddings_and_output_weights", False)
+                     and not getattr(module, "pre_process", True))
         for name, param in module.named_parameters():
+            if tied_copy and name == "output_layer.weight":
+                name = "embedding.word_embeddings.weight"
             parts = name.split(".")
             if parts[:2] == ["decoder", "layers"]:
                 parts[2] = str(layer_numbers[parts[2]])

@@ -200,7 +200,7 @@ def _train(cfg, env, device, run_dir: Path, total_iters: int, stop: _StopFlag) -
         path = checkpoint.save(ckpt_root, iteration, model, optimizer,
                                {"consumed_samples": consumed, "tokens": consumed * cfg.model.seq_length,
                                 "layout": layout, "model": asdict(cfg.model), "vocab_size": vocab},
-                               save_main=bf16)
+                               save_main=bf16, tokenizer_model=cfg.data.tokenizer_model)
         _print0(f"saved checkpoint {path} ({reason})")
 
     _print0(f"training {total_iters} steps: world {env.world_size} = tp {p.tp} x pp {p.pp} x dp {dp}"
