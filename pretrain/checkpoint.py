@@ -34,7 +34,7 @@ from pretrain.checkpoint_reader import (META, TOKENIZER, LATEST, CheckpointError
                                         find_resumable, inspect, iter_dir_name)
 from pretrain.model import ParamInfo, full_from_shards, global_params, shard_of
 
-__all__ = ["save", "load", "find_resumable", "iter_dir_name", "LATEST"]
+__all__ = ["save", "load", "read_meta", "find_resumable", "iter_dir_name", "LATEST"]
 
 
 def _tp_gather(t: torch.Tensor, info: ParamInfo) -> torch.Tensor:
@@ -47,8 +47,9 @@ def _tp_gather(t: torch.Tensor, info: ParamInfo) -> torch.Tensor:
 
 
 def save(ckpt_root: Path, iteration: int, model_chunks, optimizer, extra: dict, save_main: bool,
-         tokenizer_model: str | None = None) -> Path:
-    """Collective: every rank calls it. Returns the final checkpoint directory."""
+         tokenizer_model: str | None = None, keep_last: int | None = None) -> Path:
+    """Collective: every rank calls it. Returns the final checkpoint directory. With keep_last, older
+    checkpoints beyond the newest `keep_last` are deleted once the new one is in place."""
     rank = torch.distributed.get_rank()
     name = iter_dir_name(iteration)
     tmp, final = ckpt_root / f".tmp.{name}", ckpt_root / name
@@ -97,12 +98,20 @@ def save(ckpt_root: Path, iteration: int, model_chunks, optimizer, extra: dict, 
         pointer = ckpt_root / f".{LATEST}.tmp"
         pointer.write_text(name + "\n")
         os.replace(pointer, ckpt_root / LATEST)  # the pointer moves last
+        if keep_last:
+            for old in sorted(p for p in ckpt_root.glob("iter_*") if p.is_dir())[:-keep_last]:
+                if old != final:
+                    shutil.rmtree(old, ignore_errors=True)
     torch.distributed.barrier()
     return final
 
 
+def read_meta(ckpt_dir: Path | str) -> dict:
+    return json.loads((Path(ckpt_dir) / META).read_text())
+
+
 @torch.no_grad()
-def load(ckpt_dir: Path, model_chunks, optimizer) -> dict:
+def load(ckpt_dir: Path | str, model_chunks, optimizer) -> dict:
     """Load weights and optimizer state for this rank's shards. Returns the checkpoint's metadata."""
     reader = CheckpointReader.open(ckpt_dir, verify_checksums=False)  # find_resumable verified it
     tp_rank = parallel_state.get_tensor_model_parallel_rank()

@@ -61,8 +61,12 @@ class TrainConfig:
     eval_iters: int = 4
     save_interval: int = 100
     log_interval: int = 1
-    exit_interval: Optional[int] = None  # save and exit (code 0, run not finished) after this many steps
+    exit_interval: Optional[int] = None  # save and exit (code 98: requeue, run not finished) every this many steps
     bf16: Optional[bool] = None  # None: bf16 on GPU, fp32 on CPU
+    # A step whose loss or grad norm is NaN/inf is skipped (the weights and Adam state stay as they were); this
+    # many skipped steps in a row stop the run (exit 3) naming the last good checkpoint.
+    max_nonfinite_in_a_row: int = 5
+    inject_nonfinite_at: list[int] = field(default_factory=list)  # fault injection (tests): NaN loss at these steps
 
 
 @dataclass
@@ -71,6 +75,7 @@ class OptimConfig:
     min_lr: float = 3e-4
     warmup_iters: int = 10
     decay: str = "cosine"  # cosine | wsd | linear | constant
+    decay_iters: Optional[int] = None  # the schedule's horizon: lr reaches min_lr here; None: train iters
     wsd_decay_fraction: float = 0.2  # for decay=wsd: the final fraction of steps that decays
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -107,6 +112,11 @@ class RunConfig:
     dir: str = "runs/default"
     seed: int = 1234
     resume: bool = True  # resume from <dir>/checkpoints/latest when present
+    # Resuming refuses a config that would change the past (sequence length, batch, data, seed, tokenizer,
+    # model shape, LR schedule); force_resume=true accepts it (the change applies from the resumed step on).
+    force_resume: bool = False
+    keep_last: Optional[int] = None  # keep only this many newest checkpoints (None: all)
+    pg_timeout_s: int = 600  # process-group timeout: a rank stuck longer than this fails the job
 
 
 @dataclass
@@ -130,10 +140,6 @@ def padded_vocab_size(vocab_size: int) -> int:
     return int(math.ceil(vocab_size / VOCAB_PAD_MULTIPLE) * VOCAB_PAD_MULTIPLE)
 
 
-def data_parallel_size(cfg: PretrainConfig, world_size: int) -> int:
-    return world_size // (cfg.parallel.tp * cfg.parallel.pp)
-
-
 def train_iters(cfg: PretrainConfig) -> int:
     if cfg.train.tokens is not None:
         per_step = cfg.train.global_batch_size * cfg.model.seq_length
@@ -145,80 +151,106 @@ def train_iters(cfg: PretrainConfig) -> int:
 # Validation
 
 
-def _fail(key: str, problem: str, fix: str) -> None:
+def fail(key: str, problem: str, fix: str) -> None:
     raise ConfigError(f"{key}: {problem}. Fix: {fix}")
 
 
-def validate(cfg: PretrainConfig, world_size: int) -> None:
-    """Check everything that can be checked before starting: raise ConfigError with the key and the fix."""
+
+def decay_iters(cfg: PretrainConfig) -> int:
+    """The LR schedule's horizon: optim.decay_iters, else the run's training steps."""
+    return cfg.optim.decay_iters if cfg.optim.decay_iters is not None else train_iters(cfg)
+
+
+def validate(cfg: PretrainConfig, world_size: int, check_data: bool = True):
+    """Check everything that can be checked before starting: raise ConfigError with the key and the fix.
+    Returns the run's parallel Layout."""
+    from pretrain.layout import Layout
+
     m, p, t, o = cfg.model, cfg.parallel, cfg.train, cfg.optim
-    for key, value in [("parallel.tp", p.tp), ("parallel.pp", p.pp), ("model.num_layers", m.num_layers),
-                       ("model.hidden_size", m.hidden_size), ("model.num_attention_heads", m.num_attention_heads),
+    for key, value in [("model.num_layers", m.num_layers), ("model.hidden_size", m.hidden_size),
+                       ("model.num_attention_heads", m.num_attention_heads),
                        ("model.num_query_groups", m.num_query_groups), ("model.seq_length", m.seq_length),
-                       ("train.global_batch_size", t.global_batch_size),
-                       ("train.micro_batch_size", t.micro_batch_size)]:
+                       ("model.ffn_hidden_size", m.ffn_hidden_size)]:
         if value < 1:
-            _fail(key, f"must be >= 1, got {value}", f"set {key} to a positive integer")
+            fail(key, f"must be >= 1, got {value}", f"set {key} to a positive integer")
     if m.hidden_size % m.num_attention_heads:
-        _fail("model.hidden_size", f"{m.hidden_size} is not divisible by model.num_attention_heads="
+        fail("model.hidden_size", f"{m.hidden_size} is not divisible by model.num_attention_heads="
               f"{m.num_attention_heads}", "choose a hidden size that is a multiple of the head count")
     if m.num_attention_heads % m.num_query_groups:
-        _fail("model.num_query_groups", f"{m.num_query_groups} does not divide model.num_attention_heads="
+        fail("model.num_query_groups", f"{m.num_query_groups} does not divide model.num_attention_heads="
               f"{m.num_attention_heads}", "use a number of KV groups that divides the head count")
-    if m.num_attention_heads % p.tp:
-        _fail("parallel.tp", f"tp={p.tp} does not divide model.num_attention_heads={m.num_attention_heads}",
-              "use a tensor-parallel size that divides the number of attention heads")
-    if m.num_query_groups % p.tp:
-        _fail("parallel.tp", f"tp={p.tp} does not divide model.num_query_groups={m.num_query_groups}",
-              "use a tensor-parallel size that divides the number of KV groups (or raise num_query_groups)")
-    if m.ffn_hidden_size % p.tp:
-        _fail("parallel.tp", f"tp={p.tp} does not divide model.ffn_hidden_size={m.ffn_hidden_size}",
-              "use a tensor-parallel size that divides the MLP width")
-    if world_size % (p.tp * p.pp):
-        _fail("parallel.tp", f"tp x pp = {p.tp} x {p.pp} = {p.tp * p.pp} does not divide the world size "
-              f"{world_size}", "launch a multiple of tp*pp processes, or change parallel.tp / parallel.pp")
-    chunks = p.pp * (p.vpp or 1)
-    if m.num_layers % chunks:
-        what = f"pp={p.pp}" if not p.vpp else f"pp x vpp = {p.pp} x {p.vpp}"
-        _fail("parallel.pp", f"{what} does not divide model.num_layers={m.num_layers}",
-              "use a pipeline size (times virtual stages) that divides the number of layers")
-    if p.vpp is not None:
-        if p.vpp < 2:
-            _fail("parallel.vpp", f"must be >= 2 or null, got {p.vpp}", "set parallel.vpp=null or >= 2")
-        if p.pp < 2:
-            _fail("parallel.vpp", "interleaved 1F1B needs pipeline parallelism", "set parallel.pp >= 2")
-    if p.sequence_parallel and p.tp == 1:
-        _fail("parallel.sequence_parallel", "sequence parallelism needs tensor parallelism",
-              "set parallel.tp >= 2 or parallel.sequence_parallel=false")
-    if p.sequence_parallel and m.seq_length % p.tp:
-        _fail("parallel.sequence_parallel", f"model.seq_length={m.seq_length} is not divisible by tp={p.tp}",
-              "choose a sequence length that is a multiple of tp")
-    dp = data_parallel_size(cfg, world_size)
-    if t.global_batch_size % (t.micro_batch_size * dp):
-        _fail("train.global_batch_size", f"{t.global_batch_size} is not divisible by micro_batch_size x "
-              f"data-parallel size = {t.micro_batch_size} x {dp}",
-              f"use a multiple of {t.micro_batch_size * dp}, or change train.micro_batch_size")
-    n_micro = t.global_batch_size // (t.micro_batch_size * dp)
-    if p.vpp is not None and n_micro % p.pp:
-        _fail("train.global_batch_size", f"interleaved 1F1B needs the number of micro-batches ({n_micro}) to "
-              f"be a multiple of pp={p.pp}", "raise train.global_batch_size or lower train.micro_batch_size")
+    if m.head_dim % 2:
+        fail("model.hidden_size", f"head dimension {m.head_dim} (hidden_size / num_attention_heads) is odd",
+              "RoPE rotates pairs of channels: choose a hidden size and head count with an even head dimension")
+    for key, value in [("model.init_std", m.init_std), ("model.norm_eps", m.norm_eps),
+                       ("model.rotary_base", m.rotary_base)]:
+        if not value > 0:
+            fail(key, f"must be > 0, got {value}", f"set {key} to a positive number")
+    layout = Layout.from_config(cfg, world_size)
     if train_iters(cfg) < 1:
-        _fail("train.iters", f"must be >= 1, got {train_iters(cfg)}", "set train.iters or train.tokens")
+        fail("train.iters", f"must be >= 1, got {train_iters(cfg)}", "set train.iters or train.tokens")
     for key, value in [("train.eval_interval", t.eval_interval), ("train.save_interval", t.save_interval),
                        ("train.log_interval", t.log_interval)]:
         if value < 1:
-            _fail(key, f"must be >= 1, got {value}", f"set {key} to a positive number of steps")
-    if o.decay not in ("cosine", "wsd", "linear", "constant"):
-        _fail("optim.decay", f"unknown schedule {o.decay!r}", "use one of cosine, wsd, linear, constant")
-    if o.warmup_iters > train_iters(cfg):
-        _fail("optim.warmup_iters", f"{o.warmup_iters} warmup steps > {train_iters(cfg)} training steps",
-              "lower optim.warmup_iters or train longer")
-    if o.min_lr > o.lr:
-        _fail("optim.min_lr", f"{o.min_lr} > optim.lr={o.lr}", "set optim.min_lr <= optim.lr")
+            fail(key, f"must be >= 1, got {value}", f"set {key} to a positive number of steps")
+    if t.exit_interval is not None and t.exit_interval < 1:
+        fail("train.exit_interval", f"must be >= 1 or null, got {t.exit_interval}",
+              "set train.exit_interval to a positive number of steps, or null")
+    if t.max_nonfinite_in_a_row < 1:
+        fail("train.max_nonfinite_in_a_row", f"must be >= 1, got {t.max_nonfinite_in_a_row}",
+              "set it to the number of NaN/inf steps in a row after which the run stops (default 5)")
+    _validate_optim(cfg)
+    if cfg.run.keep_last is not None and cfg.run.keep_last < 1:
+        fail("run.keep_last", f"must be >= 1 or null, got {cfg.run.keep_last}",
+              "keep at least one checkpoint, or set run.keep_last=null to keep all")
+    if cfg.run.pg_timeout_s < 1:
+        fail("run.pg_timeout_s", f"must be >= 1, got {cfg.run.pg_timeout_s}", "give a timeout in seconds")
     if cfg.logging.wandb.mode not in ("offline", "online", "disabled"):
-        _fail("logging.wandb.mode", f"unknown mode {cfg.logging.wandb.mode!r}",
+        fail("logging.wandb.mode", f"unknown mode {cfg.logging.wandb.mode!r}",
               "use offline (default), online or disabled")
-    _validate_data(cfg)
+    if check_data:
+        _validate_data(cfg)
+    return layout
+
+
+def _validate_optim(cfg: PretrainConfig) -> None:
+    """What megatron's OptimizerParamScheduler and AdamW would assert on, named by our keys."""
+    o = cfg.optim
+    if o.decay not in ("cosine", "wsd", "linear", "constant"):
+        fail("optim.decay", f"unknown schedule {o.decay!r}", "use one of cosine, wsd, linear, constant")
+    if not o.lr > 0:
+        fail("optim.lr", f"must be > 0, got {o.lr}", "set a positive peak learning rate")
+    if o.min_lr < 0:
+        fail("optim.min_lr", f"must be >= 0, got {o.min_lr}", "set optim.min_lr >= 0")
+    if o.min_lr > o.lr:
+        fail("optim.min_lr", f"{o.min_lr} > optim.lr={o.lr}", "set optim.min_lr <= optim.lr")
+    if o.decay_iters is not None and o.decay_iters < 1:
+        fail("optim.decay_iters", f"must be >= 1 or null, got {o.decay_iters}",
+              "set the step at which the LR reaches optim.min_lr, or null for the run's length")
+    horizon = decay_iters(cfg)
+    if o.warmup_iters < 0:
+        fail("optim.warmup_iters", f"must be >= 0, got {o.warmup_iters}", "set optim.warmup_iters >= 0")
+    if o.warmup_iters >= horizon:
+        what = "optim.decay_iters" if o.decay_iters is not None else "training steps"
+        fail("optim.warmup_iters", f"{o.warmup_iters} warmup steps >= {horizon} {what}: the warmup must end "
+              "before the decay does", f"lower optim.warmup_iters below {horizon} (e.g. "
+              f"{max(0, horizon // 10)}), or train longer")
+    if o.decay == "wsd" and not 0 < o.wsd_decay_fraction <= 1:
+        fail("optim.wsd_decay_fraction", f"must be in (0, 1], got {o.wsd_decay_fraction}",
+              "give the final fraction of the schedule that decays, e.g. 0.2")
+    if o.weight_decay < 0:
+        fail("optim.weight_decay", f"must be >= 0, got {o.weight_decay}", "set optim.weight_decay >= 0")
+    for key, value in [("optim.beta1", o.beta1), ("optim.beta2", o.beta2)]:
+        if not 0 <= value < 1:
+            fail(key, f"must be in [0, 1), got {value}", f"set {key} to e.g. 0.9 (beta1) or 0.95 (beta2)")
+    if not o.eps > 0:
+        fail("optim.eps", f"must be > 0, got {o.eps}", "set optim.eps to e.g. 1e-8")
+    if o.clip_grad < 0:
+        fail("optim.clip_grad", f"must be >= 0, got {o.clip_grad}", "set optim.clip_grad >= 0 (0 disables it)")
+
+
+def wsd_decay_iters(cfg: PretrainConfig) -> int:
+    return max(1, int(cfg.optim.wsd_decay_fraction * decay_iters(cfg)))
 
 
 def parse_blend(paths: list[Any]) -> tuple[list[str], Optional[list[float]]]:
@@ -236,11 +268,11 @@ def parse_blend(paths: list[Any]) -> tuple[list[str], Optional[list[float]]]:
 
     if is_number(items[0]):
         if len(items) % 2 or not all(is_number(w) for w in items[0::2]):
-            _fail("data.paths", f"weighted paths must alternate weight, prefix; got {items}",
+            fail("data.paths", f"weighted paths must alternate weight, prefix; got {items}",
                   "write data.paths=[0.7,/data/a_text_document,0.3,/data/b_text_document]")
         weights = [float(w) for w in items[0::2]]
         if any(w <= 0 for w in weights):
-            _fail("data.paths", f"weights must be positive, got {weights}", "drop a shard instead of weight 0")
+            fail("data.paths", f"weights must be positive, got {weights}", "drop a shard instead of weight 0")
         return items[1::2], weights
     return items, None
 
@@ -253,14 +285,14 @@ def parse_split(split: str) -> list[float]:
     while 0 < len(parts) < 3:
         parts.append(0.0)
     if len(parts) != 3 or any(x < 0 for x in parts) or sum(parts) <= 0:
-        _fail("data.split", f"cannot read {split!r}", 'write three non-negative weights, e.g. data.split="98,2,0"')
+        fail("data.split", f"cannot read {split!r}", 'write three non-negative weights, e.g. data.split="98,2,0"')
     return [x / sum(parts) for x in parts]
 
 
 def _validate_data(cfg: PretrainConfig) -> None:
     prefixes, _ = parse_blend(cfg.data.paths)
     if not prefixes:
-        _fail("data.paths", "no token shards given",
+        fail("data.paths", "no token shards given",
               "run `make quickstart` to build the sample shards, or pass data.paths=[/path/to/name_text_document]")
     from data_pipeline.tokenizer.validate import IndexedDatasetError, validate_indexed_dataset
 
@@ -271,33 +303,33 @@ def _validate_data(cfg: PretrainConfig) -> None:
             if docs_per_shard[prefix] == 0:
                 raise IndexedDatasetError(f"token shard {prefix} is empty (no documents)")
         except IndexedDatasetError as e:
-            _fail("data.paths", str(e), "point data.paths at an existing prefix (without .bin/.idx), e.g. "
+            fail("data.paths", str(e), "point data.paths at an existing prefix (without .bin/.idx), e.g. "
                   "data/quickstart/enwiki_text_document; rebuild truncated shards with "
                   "`python -m data_pipeline.tokenizer encode`")
     split = parse_split(cfg.data.split)
     if split[0] == 0:
-        _fail("data.split", f"{cfg.data.split!r} leaves no training data", 'give the first weight, e.g. "98,2,0"')
+        fail("data.split", f"{cfg.data.split!r} leaves no training data", 'give the first weight, e.g. "98,2,0"')
     # megatron splits by document: the validation split must get at least one document of every shard.
     if split[1] > 0 and cfg.train.eval_iters > 0:
         for prefix in prefixes:
             docs = docs_per_shard[prefix]
             if round(sum(split[:2]) * docs) - round(split[0] * docs) < 1:  # megatron's cumulative rounding
-                _fail("data.split", f"the validation split of {cfg.data.split!r} gets no document of {prefix} "
+                fail("data.split", f"the validation split of {cfg.data.split!r} gets no document of {prefix} "
                       f"({docs} documents)", "raise the validation weight or add documents")
     if split[1] == 0 and cfg.train.eval_iters > 0:
-        _fail("data.split", f"{cfg.data.split!r} leaves the validation set empty but train.eval_iters="
+        fail("data.split", f"{cfg.data.split!r} leaves the validation set empty but train.eval_iters="
               f"{cfg.train.eval_iters}", 'give a validation weight, e.g. "98,2,0", or set train.eval_iters=0')
     tok = cfg.data.tokenizer_model
     if tok is None or not Path(tok).is_file():
-        _fail("data.tokenizer_model", f"tokenizer model {tok!r} not found",
+        fail("data.tokenizer_model", f"tokenizer model {tok!r} not found",
               "point data.tokenizer_model at the sentencepiece .model the shards were encoded with")
     if cfg.model.vocab_size is not None:
         vocab = tokenizer_vocab_size(tok)
         if vocab > cfg.model.vocab_size:
-            _fail("model.vocab_size", f"the tokenizer has {vocab} tokens, more than the embedding's "
+            fail("model.vocab_size", f"the tokenizer has {vocab} tokens, more than the embedding's "
                   f"{cfg.model.vocab_size}", "set model.vocab_size=null (use the tokenizer's) or >= " + str(vocab))
         if cfg.model.vocab_size % cfg.parallel.tp:
-            _fail("model.vocab_size", f"{cfg.model.vocab_size} is not divisible by tp={cfg.parallel.tp}",
+            fail("model.vocab_size", f"{cfg.model.vocab_size} is not divisible by tp={cfg.parallel.tp}",
                   "use a multiple of 128")
 
 

@@ -2,9 +2,14 @@
 
 Training FLOPs per token = 3 x forward (the backward pass costs twice the forward), counting every matmul as
 2 x m x n x k: the QKV and output projections (grouped-query attention), the attention scores and the weighted
-sum over the full sequence (no causal discount, as Megatron-LM and PaLM count it), the SwiGLU MLP's three
-matrices, and the output logits. Norms, RoPE, softmax and the loss are elementwise and left out.
-Checked against torch.utils.flop_counter.FlopCounterMode in tests/pretrain/test_flops.py.
+sum, the SwiGLU MLP's three matrices, and the output logits. Norms, RoPE, softmax and the loss are elementwise
+and left out.
+
+Attention: with `causal=True` (the default, Megatron-LM's current convention and the one MFU is reported in)
+the scores and the weighted sum count half the sequence, since a causal mask leaves half the score matrix
+unused; `causal=False` counts the full matrix (PaLM's appendix B, and what an unfused kernel computes).
+run_info.json records both. The full count is checked against torch.utils.flop_counter.FlopCounterMode on
+megatron's GPTModel in tests/pretrain/test_flops.py.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ class _Shape(Protocol):
     seq_length: int
 
 
-def forward_flops_per_token(m: _Shape, vocab_size: int) -> float:
+def forward_flops_per_token(m: _Shape, vocab_size: int, causal: bool = True) -> float:
     h, f, s = m.hidden_size, m.ffn_hidden_size, m.seq_length
+    if causal:
+        s = s / 2
     kv = m.num_query_groups * (h // m.num_attention_heads)
     qkv_proj = 2 * h * (h + 2 * kv)
     out_proj = 2 * h * h
@@ -32,9 +39,9 @@ def forward_flops_per_token(m: _Shape, vocab_size: int) -> float:
     return float(m.num_layers * (qkv_proj + out_proj + scores_and_values + mlp) + logits)
 
 
-def flops_per_token(m: _Shape, vocab_size: int) -> float:
+def flops_per_token(m: _Shape, vocab_size: int, causal: bool = True) -> float:
     """Training (forward + backward) model FLOPs per token."""
-    return 3.0 * forward_flops_per_token(m, vocab_size)
+    return 3.0 * forward_flops_per_token(m, vocab_size, causal)
 
 
 def count_params(m: _Shape, vocab_size: int, untie_embeddings: bool = True) -> dict[str, int]:

@@ -1,28 +1,33 @@
 """The training loop: `python -m pretrain <hydra overrides>` or `torchrun --nproc_per_node=N -m pretrain ...`.
 
-Config (conf/pretrain.yaml -> pretrain.config.PretrainConfig) is validated before any process group starts.
-Then: process groups (pretrain.runtime), megatron-core parallel state, the model chunks (pretrain.model),
-megatron's DDP and optimizer (AdamW; ZeRO-1 with parallel.distributed_optimizer), its LR schedule
-(warmup, then cosine / WSD / linear / constant), and its pipeline schedule's forward_backward_func.
-Each step trains one global batch; every eval_interval steps the fixed validation set is evaluated; every
-save_interval steps, and on SIGUSR1/SIGTERM, a layout-independent checkpoint is written (pretrain.checkpoint).
+    run(cfg)                 validate (ConfigError before anything starts), start process groups, train
+    Trainer.__init__         parallel state, model chunks + DDP + optimizer + LR schedule, resume, data, metrics
+    Trainer.fit              the loop: train_step, log, evaluate, checkpoint, stop on a signal / exit_interval
+    Trainer.train_step       one global batch through megatron's pipeline schedule, then a guarded update
+    Trainer.evaluate         the fixed validation set
+
+Parallelism is megatron-core's (TP / PP / VPP / DP, the distributed optimizer), laid out once by
+pretrain.layout.Layout. Checkpoints (pretrain.checkpoint) are layout-independent; the run directory's files are
+pretrain.rundir's. A step whose loss or grad norm is not finite is skipped before it reaches the weights.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import math
 import signal
 import sys
 import time
-from dataclasses import asdict
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import torch
 
 from pretrain import config as C
+from pretrain.layout import Layout
+from pretrain.rundir import (EXIT_CONFIG, EXIT_DIVERGED, EXIT_FINISHED, EXIT_INTERVAL, EXIT_PREEMPTED,
+                             RunDir)
 
-EXIT_PREEMPTED = 99  # checkpoint saved on SIGUSR1/SIGTERM; the job should be requeued
+# Config values a resumed run must share with its checkpoint: changing them rewrites the past.
+PAST_KEYS = ("model.seq_length", "train.global_batch_size", "data.paths", "data.split", "run.seed")
 
 
 class _StopFlag:
@@ -48,65 +53,287 @@ def run(cfg: C.PretrainConfig) -> int:
     from pretrain import runtime
 
     env = runtime.dist_env()
-    C.validate(cfg, env.world_size)  # fails with the key and the fix before anything starts
-    run_dir = Path(cfg.run.dir).resolve()
-    total_iters = C.train_iters(cfg)
-    finished = run_dir / "finished.json"
-    if finished.is_file() and json.loads(finished.read_text()).get("iterations", 0) >= total_iters:
+    layout = C.validate(cfg, env.world_size)  # fails with the key and the fix before anything starts
+    run_dir = RunDir(cfg.run.dir)
+    total = C.train_iters(cfg)
+    if run_dir.finished_iterations() >= total:
         if env.rank == 0:
-            print(f"run {run_dir} already finished {total_iters} steps ({finished}); nothing to do", flush=True)
-        return 0
-
+            print(f"run {run_dir.path} already finished {total} steps; nothing to do", flush=True)
+        return EXIT_FINISHED
     stop = _StopFlag()
     stop.install()
-    device = runtime.init_distributed(env)
+    device = runtime.init_distributed(env, timeout_s=cfg.run.pg_timeout_s)
     try:
-        return _train(cfg, env, device, run_dir, total_iters, stop)
+        try:
+            trainer = Trainer(cfg, layout, device, run_dir, env.rank)
+        except C.ConfigError as e:  # found on resume (the checkpoint's config): not worth a requeue
+            if env.rank == 0:
+                run_dir.write_exit(EXIT_CONFIG, 0, str(e))
+            raise
+        code, message = trainer.fit(stop)
+        if env.rank == 0:
+            run_dir.write_exit(code, trainer.iteration, message)
+        return code
     finally:
         runtime.destroy()
 
 
-def _train(cfg, env, device, run_dir: Path, total_iters: int, stop: _StopFlag) -> int:
-    from megatron.core import parallel_state, tensor_parallel
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-    from megatron.core.distributed import finalize_model_grads
-    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-    from omegaconf import OmegaConf
+@dataclass
+class StepResult:
+    loss: float
+    grad_norm: float | None
+    lr: float
+    applied: bool  # False: non-finite loss or grad norm, the update was skipped
+    data_wait_s: float
 
-    from pretrain import checkpoint
-    from pretrain.data import build_datasets, load_microbatches
-    from pretrain.flops import count_params, flops_per_token
-    from pretrain.metrics import MetricsLogger, peak_tflops
+
+class Trainer:
+    def __init__(self, cfg: C.PretrainConfig, layout: Layout, device: torch.device, run_dir: RunDir, rank: int):
+        from megatron.core import parallel_state, tensor_parallel
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        from pretrain.data import build_datasets
+        from pretrain.metrics import MetricsLogger
+        from pretrain.schedule import build_scheduler
+
+        self.cfg, self.layout, self.device, self.run_dir, self.rank = cfg, layout, device, run_dir, rank
+        self.total = C.train_iters(cfg)
+        parallel_state.initialize_model_parallel(
+            tensor_model_parallel_size=layout.tp, pipeline_model_parallel_size=layout.pp,
+            virtual_pipeline_model_parallel_size=layout.vpp)
+        tensor_parallel.model_parallel_cuda_manual_seed(cfg.run.seed)
+        self.dp_rank = parallel_state.get_data_parallel_rank()
+        self.bf16 = cfg.train.bf16 if cfg.train.bf16 is not None else device.type == "cuda"
+        self.vocab = C.model_vocab_size(cfg)
+        self._write_run_files()
+
+        self.model, self.optimizer = build_model_and_optimizer(cfg, layout, self.vocab, self.bf16, device)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.iteration, self.consumed = self._resume()
+        self.datasets = build_datasets(cfg, cfg.data.cache_dir or str(run_dir.path / "data_cache"))
+        self.metrics = MetricsLogger(run_dir.path, rank == 0, cfg.logging.wandb, _config_dict(cfg))
+        self.forward_backward = get_forward_backward_func()
+        self.nonfinite_in_a_row = 0
+        self.skipped_total = 0
+
+    # ------------------------------------------------------------------------------------------------------
+    def fit(self, stop: _StopFlag) -> tuple[int, str]:
+        """Train to the end, or stop early; returns (exit code, message)."""
+        t = self.cfg.train
+        _print0(f"training {self.total} steps: world {self.layout.world_size} = {self.layout.describe()}, "
+                f"{self.tokens_per_step} tokens/step, device {self.device.type}, "
+                f"{'bf16' if self.bf16 else 'fp32'}; run dir {self.run_dir.path}")
+        for m in self.model:
+            m.train()
+        while self.iteration < self.total:
+            t0 = time.perf_counter()
+            step = self.iteration + 1
+            result = self.train_step(step)
+            self.iteration, self.consumed = step, self.consumed + t.global_batch_size
+            self._account(result)
+            record = self._record(result, time.perf_counter() - t0)
+            if t.eval_iters > 0 and (step % t.eval_interval == 0 or step == self.total):
+                record["val_loss"] = self.evaluate()
+            self._log(record)
+            if self.nonfinite_in_a_row >= t.max_nonfinite_in_a_row:
+                return EXIT_DIVERGED, self._diverged_message()
+            signum = self._agreed_signal(stop)
+            if signum and step < self.total:
+                self.save(f"signal {signum}")
+                return self._stop(EXIT_PREEMPTED, f"stopped by signal {signum} at step {step}; requeue to resume")
+            if (step % t.save_interval == 0 or step == self.total) and not self.nonfinite_in_a_row:
+                self.save("interval" if step < self.total else "final")
+            if t.exit_interval and step % t.exit_interval == 0 and step < self.total:
+                if step % t.save_interval or self.nonfinite_in_a_row:
+                    self.save("exit_interval")
+                return self._stop(EXIT_INTERVAL, f"exiting at step {step} (train.exit_interval); run again "
+                                                 "to continue")
+        self.metrics.close()
+        if self.rank == 0:
+            self.run_dir.mark_finished(self.iteration, self.consumed * self.cfg.model.seq_length)
+        _print0(f"finished {self.iteration} steps; metrics in {self.run_dir.metrics_path}")
+        return EXIT_FINISHED, "finished"
+
+    def train_step(self, step: int) -> StepResult:
+        from pretrain.schedule import set_step
+
+        lr = set_step(self.scheduler, step)  # step k trains at lr(k)
+        for m in self.model:
+            m.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        inject = step in self.cfg.train.inject_nonfinite_at
+        loss, wait_s = self._run_batches(self.datasets.train, self.consumed, forward_only=False, inject=inject)
+        applied, grad_norm = guarded_update(self.optimizer, loss, self.cfg.optim.clip_grad)
+        return StepResult(loss, grad_norm, lr, applied, wait_s)
+
+    def evaluate(self) -> float:
+        for m in self.model:
+            m.eval()
+        total = 0.0
+        with torch.no_grad():
+            for k in range(self.cfg.train.eval_iters):
+                loss, _ = self._run_batches(self.datasets.valid, k * self.cfg.train.global_batch_size, True)
+                total += loss
+        for m in self.model:
+            m.train()
+        return total / self.cfg.train.eval_iters
+
+    def save(self, reason: str) -> None:
+        from pretrain import checkpoint
+        from pretrain.schedule import schedule_spec
+
+        cfg = self.cfg
+        path = checkpoint.save(
+            self.run_dir.checkpoints, self.iteration, self.model, self.optimizer,
+            {"consumed_samples": self.consumed, "tokens": self.consumed * cfg.model.seq_length,
+             "layout": self.layout.as_dict(), "model": asdict(cfg.model), "vocab_size": self.vocab,
+             "past": _past(cfg), "schedule": schedule_spec(cfg)},
+            save_main=self.bf16, tokenizer_model=cfg.data.tokenizer_model, keep_last=cfg.run.keep_last)
+        _print0(f"saved checkpoint {path} ({reason})")
+
+    # ------------------------------------------------------------------------------------------------------
+    @property
+    def tokens_per_step(self) -> int:
+        return self.cfg.train.global_batch_size * self.cfg.model.seq_length
+
+    def _write_run_files(self) -> None:
+        from omegaconf import OmegaConf
+
+        from pretrain.flops import count_params, flops_per_token
+
+        cfg, layout = self.cfg, self.layout
+        if self.rank == 0:
+            self.run_dir.create()
+            self.run_dir.clear_exit()
+            self.run_dir.write_config(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+            counts = count_params(cfg.model, self.vocab, cfg.model.untie_embeddings)
+            self.run_dir.write_run_info({
+                "num_params": counts["total"], "num_params_non_embedding": counts["non_embedding"],
+                "num_params_embedding": counts["embedding"],
+                "flops_per_token": flops_per_token(cfg.model, self.vocab),
+                "flops_per_token_full_attention": flops_per_token(cfg.model, self.vocab, causal=False),
+                "vocab_size": self.vocab, "seq_length": cfg.model.seq_length,
+                "global_batch_size": cfg.train.global_batch_size, "world_size": layout.world_size,
+                "tp": layout.tp, "pp": layout.pp, "dp": layout.dp, "vpp": layout.vpp, "train_iters": self.total,
+                "model": asdict(cfg.model)})
+        torch.distributed.barrier()
+
+    def _resume(self) -> tuple[int, int]:
+        from pretrain import checkpoint
+        from pretrain.schedule import set_step
+
+        if not self.cfg.run.resume:
+            return 0, 0
+        found, notes = checkpoint.find_resumable(self.run_dir.checkpoints) if self.rank == 0 else (None, [])
+        for note in notes:
+            print(f"WARNING: {note}", flush=True)
+        obj = [str(found) if found else None]
+        torch.distributed.broadcast_object_list(obj, src=0)
+        if not obj[0]:
+            return 0, 0
+        meta = checkpoint.read_meta(obj[0])
+        check_resume_compatible(self.cfg, meta)  # every rank raises the same ConfigError
+        meta = checkpoint.load(obj[0], self.model, self.optimizer)
+        set_step(self.scheduler, meta["iteration"])
+        _print0(f"resumed from {obj[0]} (saved under {meta.get('layout')}): step {meta['iteration']}, "
+                f"{meta['consumed_samples']} samples consumed")
+        return meta["iteration"], meta["consumed_samples"]
+
+    def _run_batches(self, dataset, start: int, forward_only: bool, inject: bool = False) -> tuple[float, float]:
+        from pretrain.data import load_microbatches
+
+        cfg, layout = self.cfg, self.layout
+        batches, wait_s = load_microbatches(dataset, start, cfg, self.dp_rank, layout.dp, self.device)
+
+        def forward_step(data_iterator, chunk):
+            batch = next(data_iterator)
+            out = chunk(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+
+            def loss_func(per_token):
+                mask = batch["loss_mask"].float()
+                loss = (per_token.float() * mask).sum() / mask.sum()
+                if inject:  # fault injection (train.inject_nonfinite_at): a NaN loss and NaN gradients
+                    loss = loss * float("nan")
+                return loss, {"lm loss": loss.detach().clone()}
+
+            return out, loss_func
+
+        iters = [iter(batches) for _ in self.model]  # each model chunk (VPP) walks the same micro-batches
+        losses = self.forward_backward(
+            forward_step_func=forward_step, data_iterator=iters if len(self.model) > 1 else iters[0],
+            model=self.model if len(self.model) > 1 else self.model[0], num_microbatches=layout.num_microbatches,
+            seq_length=cfg.model.seq_length, micro_batch_size=layout.micro_batch_size, forward_only=forward_only)
+        return _global_mean_loss(losses, self.device), wait_s
+
+    def _account(self, result: StepResult) -> None:
+        if result.applied:
+            self.nonfinite_in_a_row = 0
+        else:
+            self.nonfinite_in_a_row += 1
+            self.skipped_total += 1
+            _print0(f"WARNING: step {self.iteration}: loss {result.loss} / grad norm {result.grad_norm} not "
+                    f"finite; update skipped ({self.nonfinite_in_a_row} in a row)")
+
+    def _record(self, r: StepResult, step_time: float) -> dict:
+        from pretrain.flops import flops_per_token
+        from pretrain.metrics import peak_tflops
+
+        tokens = self.consumed * self.cfg.model.seq_length
+        fpt = flops_per_token(self.cfg.model, self.vocab)
+        tps = self.tokens_per_step / step_time
+        tflops = fpt * tps / self.layout.world_size / 1e12
+        peak = peak_tflops(self.cfg.logging.peak_tflops)
+        return {"step": self.iteration, "tokens": tokens, "flops": fpt * tokens, "loss": r.loss, "lr": r.lr,
+                "grad_norm": r.grad_norm, "tokens_per_s": tps, "tflops_per_device": tflops,
+                "mfu": tflops / peak if peak else None, "step_time_s": step_time,
+                "data_wait_frac": r.data_wait_s / step_time, "peak_mem_mb": _peak_memory_mb(self.device),
+                "skipped": int(not r.applied), "skipped_total": self.skipped_total}
+
+    def _log(self, record: dict) -> None:
+        step = record["step"]
+        if step % self.cfg.train.log_interval and step != self.total and "val_loss" not in record \
+                and not record["skipped"]:
+            return
+        self.metrics.log(record)
+        _print0(f"step {step:6d}/{self.total} | tokens {record['tokens']:>11,d} | loss {record['loss']:.4f}"
+                + (f" | val {record['val_loss']:.4f}" if "val_loss" in record else "")
+                + f" | lr {record['lr']:.2e} | {record['tokens_per_s']:,.0f} tok/s"
+                + (" | SKIPPED" if record["skipped"] else ""))
+
+    def _agreed_signal(self, stop: _StopFlag) -> int:
+        flag = torch.tensor([float(stop.signum)], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag.item())
+
+    def _stop(self, code: int, message: str) -> tuple[int, str]:
+        self.metrics.close()
+        _print0(f"{message}; exit {code}")
+        return code, message
+
+    def _diverged_message(self) -> str:
+        from pretrain import checkpoint
+
+        last, _ = checkpoint.find_resumable(self.run_dir.checkpoints) if self.rank == 0 else (None, [])
+        first = self.iteration - self.nonfinite_in_a_row + 1
+        msg = (f"stopped: {self.nonfinite_in_a_row} steps in a row ({first}-{self.iteration}) had a non-finite "
+               f"loss or grad norm (train.max_nonfinite_in_a_row); none reached the weights. Last good checkpoint: "
+               f"{last or 'none saved yet'}. Fix: lower optim.lr or raise optim.warmup_iters, check the data, "
+               "and restart (the run resumes from that checkpoint)")
+        self.metrics.close()
+        _print0(f"{msg}; exit {EXIT_DIVERGED}")
+        return msg
+
+
+def build_model_and_optimizer(cfg: C.PretrainConfig, layout: Layout, vocab: int, bf16: bool,
+                              device: torch.device) -> tuple[list, object]:
+    """megatron-core GPT chunks (initialised by global name), wrapped in its DDP, and its optimizer."""
+    from megatron.core.distributed import (DistributedDataParallel, DistributedDataParallelConfig,
+                                           finalize_model_grads)
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+
     from pretrain.model import build_model_chunks, init_weights
 
-    p, t = cfg.parallel, cfg.train
-    parallel_state.initialize_model_parallel(
-        tensor_model_parallel_size=p.tp, pipeline_model_parallel_size=p.pp,
-        virtual_pipeline_model_parallel_size=p.vpp)
-    tensor_parallel.model_parallel_cuda_manual_seed(cfg.run.seed)
-    dp = parallel_state.get_data_parallel_world_size()
-    dp_rank = parallel_state.get_data_parallel_rank()
-    rank = env.rank
-    bf16 = t.bf16 if t.bf16 is not None else device.type == "cuda"
-    vocab = C.model_vocab_size(cfg)
-
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        info = {"num_params": None, "flops_per_token": flops_per_token(cfg.model, vocab), "vocab_size": vocab,
-                "seq_length": cfg.model.seq_length, "global_batch_size": t.global_batch_size,
-                "world_size": env.world_size, "tp": p.tp, "pp": p.pp, "dp": dp, "vpp": p.vpp,
-                "train_iters": total_iters, "model": asdict(cfg.model)}
-        counts = count_params(cfg.model, vocab, cfg.model.untie_embeddings)
-        info.update(num_params=counts["total"], num_params_non_embedding=counts["non_embedding"],
-                    num_params_embedding=counts["embedding"])
-        (run_dir / "run_info.json").write_text(json.dumps(info, indent=1))
-    torch.distributed.barrier()
-
-    # Model, DDP, optimizer, schedule
-    chunks = build_model_chunks(cfg.model, p, vocab, bf16)
+    chunks = build_model_chunks(cfg.model, cfg.parallel, vocab, bf16)
     init_weights(chunks, cfg.model, cfg.run.seed)
     if bf16:
         from megatron.core.transformer.module import Float16Module
@@ -116,7 +343,7 @@ def _train(cfg, env, device, run_dir: Path, total_iters: int, stop: _StopFlag) -
         c.to(device)
     tcfg = chunks[0].config
     ddp_cfg = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=False,
-                                            use_distributed_optimizer=p.distributed_optimizer)
+                                            use_distributed_optimizer=layout.distributed_optimizer)
     model = [DistributedDataParallel(tcfg, ddp_cfg, c, disable_bucketing=(i > 0)) for i, c in enumerate(chunks)]
     tcfg.finalize_model_grads_func = finalize_model_grads
     tcfg.no_sync_func = [m.no_sync for m in model] if len(model) > 1 else model[0].no_sync
@@ -125,141 +352,89 @@ def _train(cfg, env, device, run_dir: Path, total_iters: int, stop: _StopFlag) -
         optimizer="adam", lr=o.lr, min_lr=o.min_lr, weight_decay=o.weight_decay, adam_beta1=o.beta1,
         adam_beta2=o.beta2, adam_eps=o.eps, clip_grad=o.clip_grad, bf16=bf16,
         params_dtype=torch.bfloat16 if bf16 else torch.float32,
-        use_distributed_optimizer=p.distributed_optimizer), model)
-    style = {"cosine": "cosine", "wsd": "WSD", "linear": "linear", "constant": "constant"}[o.decay]
-    scheduler = OptimizerParamScheduler(
-        optimizer, init_lr=0.0, max_lr=o.lr, min_lr=o.min_lr, lr_warmup_steps=o.warmup_iters,
-        lr_decay_steps=total_iters, lr_decay_style=style, start_wd=o.weight_decay, end_wd=o.weight_decay,
-        wd_incr_steps=total_iters, wd_incr_style="constant",
-        wsd_decay_steps=max(1, int(o.wsd_decay_fraction * total_iters)) if style == "WSD" else None,
-        lr_wsd_decay_style="linear" if style == "WSD" else None)
+        use_distributed_optimizer=layout.distributed_optimizer), model)
+    return model, optimizer
 
-    # Resume
-    ckpt_root = run_dir / "checkpoints"
-    iteration, consumed = 0, 0
-    if cfg.run.resume:
-        found, notes = checkpoint.find_resumable(ckpt_root) if rank == 0 else (None, [])
-        for note in notes:
-            print(f"WARNING: {note}", flush=True)
-        obj = [str(found) if found else None]
-        torch.distributed.broadcast_object_list(obj, src=0)
-        if obj[0]:
-            meta = checkpoint.load(Path(obj[0]), model, optimizer)
-            iteration, consumed = meta["iteration"], meta["consumed_samples"]
-            scheduler.step(iteration)
-            _print0(f"resumed from {obj[0]} (saved under {meta.get('layout')}): step {iteration}, "
-                    f"{consumed} samples consumed")
 
-    # Data
-    cache = cfg.data.cache_dir or str(run_dir / "data_cache")
-    datasets = build_datasets(cfg, cache)
+@torch.no_grad()
+def guarded_update(optimizer, loss: float, clip_grad: float) -> tuple[bool, float | None]:
+    """megatron's optimizer.step() (prepare grads, global grad norm, clip, update) with one more check: a
+    non-finite loss or grad norm skips the update, so NaN/inf never reaches the weights or Adam's state.
+    Returns (applied, grad norm)."""
+    from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
 
-    tokens_per_step = t.global_batch_size * cfg.model.seq_length
-    fpt = flops_per_token(cfg.model, vocab)
-    peak = peak_tflops(cfg.logging.peak_tflops)
-    logger = MetricsLogger(run_dir, rank == 0, cfg.logging.wandb,
-                           OmegaConf.to_container(OmegaConf.structured(cfg)))
-    forward_backward = get_forward_backward_func()
-    n_micro = t.global_batch_size // (t.micro_batch_size * dp)
+    from pretrain.optimizer_state import sub_optimizers
 
-    def forward_step(data_iterator, chunk):
-        batch = next(data_iterator)
-        out = chunk(batch["tokens"], batch["position_ids"], None, labels=batch["labels"])
+    found_inf = optimizer.prepare_grads()
+    grad_norm = float(optimizer.get_grad_norm())
+    if found_inf or not math.isfinite(loss) or not math.isfinite(grad_norm):
+        return False, grad_norm
+    if clip_grad > 0:
+        for opt in sub_optimizers(optimizer):
+            params = opt.get_parameters()
+            if params and not getattr(opt, "is_stub_optimizer", False):
+                clip_grad_by_total_norm_fp32(
+                    params, max_norm=clip_grad, total_norm=grad_norm,
+                    use_decoupled_grad=opt.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8)
+    return bool(optimizer.step_with_ready_grads()), grad_norm
 
-        def loss_func(per_token):
-            mask = batch["loss_mask"].float()
-            loss = (per_token.float() * mask).sum() / mask.sum()
-            return loss, {"lm loss": loss.detach().clone()}
 
-        return out, loss_func
+def _past(cfg: C.PretrainConfig) -> dict:
+    """The config values that define what a run has already trained on (see PAST_KEYS)."""
+    from omegaconf import OmegaConf
 
-    def run_batches(dataset, start: int, forward_only: bool):
-        batches, wait_s = load_microbatches(dataset, start, cfg, dp_rank, dp, device)
-        iters = [iter(batches) for _ in model]  # each model chunk (VPP) walks the same micro-batches
-        losses = forward_backward(
-            forward_step_func=forward_step, data_iterator=iters if len(model) > 1 else iters[0],
-            model=model if len(model) > 1 else model[0], num_microbatches=n_micro,
-            seq_length=cfg.model.seq_length, micro_batch_size=t.micro_batch_size, forward_only=forward_only)
-        return _global_mean_loss(losses, device), wait_s
+    from data_pipeline.samples import file_sha256
+    from pathlib import Path
 
-    def evaluate() -> float:
-        for m in model:
-            m.eval()
-        total = 0.0
-        with torch.no_grad():
-            for k in range(t.eval_iters):
-                loss, _ = run_batches(datasets.valid, k * t.global_batch_size, forward_only=True)
-                total += loss
-        for m in model:
-            m.train()
-        return total / t.eval_iters
+    flat = OmegaConf.to_container(OmegaConf.structured(cfg))
+    out = {}
+    for key in PAST_KEYS:
+        value = flat
+        for part in key.split("."):
+            value = value[part]
+        out[key] = [str(v) for v in value] if isinstance(value, list) else value
+    out["tokenizer_sha256"] = file_sha256(Path(cfg.data.tokenizer_model))
+    model = asdict(cfg.model)
+    model.pop("name")
+    out["model"] = model
+    return out
 
-    def save(reason: str):
-        layout = {"tp": p.tp, "pp": p.pp, "dp": dp, "vpp": p.vpp,
-                  "distributed_optimizer": p.distributed_optimizer}
-        path = checkpoint.save(ckpt_root, iteration, model, optimizer,
-                               {"consumed_samples": consumed, "tokens": consumed * cfg.model.seq_length,
-                                "layout": layout, "model": asdict(cfg.model), "vocab_size": vocab},
-                               save_main=bf16, tokenizer_model=cfg.data.tokenizer_model)
-        _print0(f"saved checkpoint {path} ({reason})")
 
-    _print0(f"training {total_iters} steps: world {env.world_size} = tp {p.tp} x pp {p.pp} x dp {dp}"
-            f"{f' (vpp {p.vpp})' if p.vpp else ''}, {n_micro} micro-batches of {t.micro_batch_size}, "
-            f"{tokens_per_step} tokens/step, device {device.type}, {'bf16' if bf16 else 'fp32'}; run dir {run_dir}")
-    for m in model:
-        m.train()
-    while iteration < total_iters:
-        t0 = time.perf_counter()
-        for m in model:
-            m.zero_grad_buffer()
-        optimizer.zero_grad()
-        loss, wait_s = run_batches(datasets.train, consumed, forward_only=False)
-        _, grad_norm, _ = optimizer.step()
-        scheduler.step(1)
-        iteration += 1
-        consumed += t.global_batch_size
-        step_time = time.perf_counter() - t0
-        record = None
-        if iteration % t.log_interval == 0 or iteration == total_iters:
-            tps = tokens_per_step / step_time
-            tflops = fpt * tps / env.world_size / 1e12
-            record = {"step": iteration, "tokens": consumed * cfg.model.seq_length,
-                      "flops": fpt * consumed * cfg.model.seq_length, "loss": loss,
-                      "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm, "tokens_per_s": tps,
-                      "tflops_per_device": tflops, "mfu": tflops / peak if peak else None,
-                      "step_time_s": step_time, "data_wait_frac": wait_s / step_time,
-                      "peak_mem_mb": _peak_memory_mb(device)}
-        if t.eval_iters > 0 and (iteration % t.eval_interval == 0 or iteration == total_iters):
-            val = evaluate()
-            record = record or {"step": iteration, "tokens": consumed * cfg.model.seq_length}
-            record["val_loss"] = val
-        if record is not None:
-            logger.log(record)
-            _print0(f"step {iteration:6d}/{total_iters} | tokens {consumed * cfg.model.seq_length:>11,d} | "
-                    f"loss {loss:.4f}" + (f" | val {record['val_loss']:.4f}" if "val_loss" in record else "")
-                    + f" | lr {record.get('lr', 0):.2e} | {record.get('tokens_per_s', 0):,.0f} tok/s")
-        flag = torch.tensor([float(stop.signum)], device=device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        if flag.item() and iteration < total_iters:
-            save(f"signal {int(flag.item())}")
-            logger.close()
-            _print0(f"stopped by signal {int(flag.item())} at step {iteration}; exit {EXIT_PREEMPTED} "
-                    "(requeue to resume)")
-            return EXIT_PREEMPTED
-        if iteration % t.save_interval == 0 or iteration == total_iters:
-            save("interval" if iteration < total_iters else "final")
-        if t.exit_interval and iteration % t.exit_interval == 0 and iteration < total_iters:
-            if iteration % t.save_interval:
-                save("exit_interval")
-            logger.close()
-            _print0(f"exiting at step {iteration} (train.exit_interval); run again to continue")
-            return 0
-    logger.close()
-    if rank == 0:
-        (run_dir / "finished.json").write_text(json.dumps(
-            {"iterations": iteration, "tokens": consumed * cfg.model.seq_length}))
-        print(f"finished {iteration} steps; metrics in {run_dir / 'metrics.jsonl'}", flush=True)
-    return 0
+def check_resume_compatible(cfg: C.PretrainConfig, meta: dict) -> None:
+    """Refuse to resume under a config that changes what was already trained, unless run.force_resume."""
+    from pretrain.schedule import schedule_spec
+
+    changes = []
+    saved_past, now_past = meta.get("past"), _past(cfg)
+    if saved_past is not None:
+        for key, now in now_past.items():
+            if key == "model":
+                for k, v in now.items():
+                    if saved_past["model"].get(k) != v:
+                        changes.append(f"model.{k}: {saved_past['model'].get(k)} -> {v}")
+            elif saved_past.get(key) != now:
+                changes.append(f"{key}: {saved_past.get(key)} -> {now}")
+    saved_sched, now_sched = meta.get("schedule"), schedule_spec(cfg)
+    hint = ""
+    if saved_sched is not None and saved_sched != now_sched:
+        diff = [k for k in now_sched if saved_sched.get(k) != now_sched[k]]
+        changes += [f"LR schedule {k}: {saved_sched.get(k)} -> {now_sched[k]}" for k in diff]
+        if "decay_iters" in diff and cfg.optim.decay_iters is None:
+            hint = (f" To extend the run keeping its schedule, set optim.decay_iters={saved_sched['decay_iters']} "
+                    "(the added steps train at optim.min_lr).")
+    if changes and not cfg.run.force_resume:
+        C.fail("run.resume", f"the checkpoint at step {meta['iteration']} in {cfg.run.dir} was trained under a "
+               f"different config ({'; '.join(changes)}), which would change steps already trained",
+               "restore those values, start a new run.dir, or set run.force_resume=true to apply the change from "
+               f"step {meta['iteration'] + 1} on." + hint)
+    if changes:
+        _print0(f"WARNING: run.force_resume=true: resuming under changed config: {'; '.join(changes)}")
+
+
+def _config_dict(cfg: C.PretrainConfig) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(cfg))
 
 
 def _peak_memory_mb(device) -> float:
@@ -287,6 +462,7 @@ def main() -> None:
     import hydra
 
     C.register_configs()
+
     @hydra.main(config_path=C.CONF_DIR, config_name="pretrain", version_base="1.3")
     def _entry(dcfg) -> None:
         try:
@@ -294,7 +470,7 @@ def main() -> None:
             code = run(cfg)
         except C.ConfigError as e:
             print(f"config error: {e}", file=sys.stderr, flush=True)
-            code = 2
+            code = EXIT_CONFIG
         sys.exit(code)
 
     _entry()

@@ -1,6 +1,6 @@
 """One tiny model trained 20 steps under several (TP, PP, DP) layouts: the losses must agree with the
 single-process run at every step (fp32 on CPU, gloo), to 1e-4 relative. The layouts also cover interleaved
-1F1B (vpp=2), the distributed optimizer and sequence parallelism."""
+1F1B (vpp=2), the distributed optimizer, sequence parallelism, and tied embeddings under PP=2."""
 
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ LAYOUTS = {  # name: (nproc, overrides)
     "dp2_distopt": (2, ["parallel.distributed_optimizer=true"]),
     "tp2pp2_vpp2": (4, ["parallel.tp=2", "parallel.pp=2", "parallel.vpp=2"]),
     "tp2pp2dp2_sp": (8, ["parallel.tp=2", "parallel.pp=2", "parallel.sequence_parallel=true"]),
+    # tied input/output embeddings: under PP the last stage holds a copy that must start equal and stay equal
+    "tied_tp1pp1dp1": (1, ["model.untie_embeddings=false"]),
+    "tied_pp2": (2, ["parallel.pp=2", "model.untie_embeddings=false"]),
 }
+REFERENCES = ("tp1pp1dp1", "tied_tp1pp1dp1")
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +40,9 @@ def losses(tiny_shards, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", [k for k in LAYOUTS if k != "tp1pp1dp1"])
+@pytest.mark.parametrize("layout", [k for k in LAYOUTS if k not in REFERENCES])
 def test_losses_match_single_process(losses, layout):
-    ref, got = losses["tp1pp1dp1"], losses[layout]
+    ref, got = losses["tied_tp1pp1dp1" if layout.startswith("tied") else "tp1pp1dp1"], losses[layout]
     assert len(ref) == len(got) == STEPS
     assert ref[-1] < ref[0] - 0.5, f"the reference run does not learn: {ref}"
     for step, (a, b) in enumerate(zip(ref, got), start=1):
