@@ -14,19 +14,35 @@ from pathlib import Path
 
 import torch
 
-# Dense bf16 peak TFLOP/s per device, for MFU.
-PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "V100": 125.0}
+# Dense (no sparsity) bf16 peak TFLOP/s per device, from NVIDIA's datasheets, keyed by the exact name
+# torch.cuda.get_device_name() reports. Matched exactly, never by substring: an H100 PCIe (756) is not an
+# H100 SXM (989), an H200 NVL (835) is not an H200 SXM (989). Unknown devices get no MFU unless
+# logging.peak_tflops is set.
+PEAK_TFLOPS = {
+    "NVIDIA H100 80GB HBM3": 989.4,  # H100 SXM5
+    "NVIDIA H100 PCIe": 756.0,
+    "NVIDIA H100 NVL": 835.0,
+    "NVIDIA H200": 989.4,  # H200 SXM
+    "NVIDIA H200 NVL": 835.0,
+    "NVIDIA GH200 480GB": 989.4,
+    "NVIDIA GH200 144G HBM3e": 989.4,
+    "NVIDIA B200": 2250.0,
+    "NVIDIA A100-SXM4-80GB": 312.0,
+    "NVIDIA A100-SXM4-40GB": 312.0,
+    "NVIDIA A100 80GB PCIe": 312.0,
+    "NVIDIA A100-PCIE-40GB": 312.0,
+    "NVIDIA L40S": 362.0,
+    "NVIDIA A10G": 125.0,
+}
 
 
-def peak_tflops(override: float | None) -> float | None:
+def peak_tflops(override: float | None, device_name: str | None = None) -> float | None:
+    """logging.peak_tflops if set, else the exact-name table entry for this GPU, else None (CPU, unknown)."""
     if override is not None:
         return float(override)
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name()
-        for key, value in PEAK_TFLOPS.items():
-            if key in name:
-                return value
-    return None  # CPU: no meaningful peak; MFU is reported as null unless logging.peak_tflops is set
+    if device_name is None and torch.cuda.is_available():
+        device_name = torch.cuda.get_device_name()
+    return PEAK_TFLOPS.get(device_name) if device_name else None
 
 
 class MetricsLogger:

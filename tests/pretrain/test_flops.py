@@ -58,6 +58,18 @@ def test_flops_formula_matches_flop_counter(m):
     # the unfused attention computes the whole score matrix: the full count
     assert per_token == pytest.approx(flops_per_token(m, vocab, causal=False), rel=0.02)
     # the causal count (MFU's) leaves out exactly half of the scores and the weighted sum
-    attention = 3 * 2 * 2 * 2 * m.seq_length * m.hidden_size * m.num_layers
+    attention = 3 * 2 * 2 * m.seq_length * m.hidden_size * m.num_layers  # QK^T and AV, forward + backward
     assert flops_per_token(m, vocab, causal=False) - flops_per_token(m, vocab) == pytest.approx(attention / 2)
     assert measured["params"] == count_params(m, vocab)["total"]
+
+
+@pytest.mark.parametrize("name,peak", [("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0),
+                                       ("NVIDIA H100 NVL", 835.0), ("NVIDIA H200", 989.4),
+                                       ("NVIDIA H200 NVL", 835.0), ("NVIDIA A100-SXM4-80GB", 312.0),
+                                       ("NVIDIA B200", 2250.0), ("NVIDIA GH200 480GB", 989.4),
+                                       ("NVIDIA H100", None), ("NVIDIA H100 80GB HBM3e custom", None)])
+def test_peak_table_matches_exact_names(name, peak):
+    from pretrain.metrics import peak_tflops
+
+    assert peak_tflops(None, name) == peak
+    assert peak_tflops(123.0, name) == 123.0

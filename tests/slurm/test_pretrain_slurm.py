@@ -164,6 +164,14 @@ def jobs(local_slurm, tmp_path_factory, tiny_shards) -> dict[str, Run]:
         "preempted": Run(local_slurm, work / "preempted", [*tp2dp2, "train.save_interval=1000"],
                          launcher="torchrun"),
         "killed": Run(local_slurm, work / "killed", [*tp2dp2, f"train.save_interval={SAVE}"]),
+        # a planned stop at step 10 (exit 98 through srun), requeued and continued to the end
+        "exit_interval": Run(local_slurm, work / "exit_interval", [*tp2dp2, "train.save_interval=1000",
+                                                                   "train.exit_interval=10"]),
+        # NaN at steps 3 and 4, two in a row stop the run: exit 3, not requeued
+        "diverged": Run(local_slurm, work / "diverged", [*base, "train.save_interval=1",
+                                                         "train.inject_nonfinite_at=[3,4]",
+                                                         "train.max_nonfinite_in_a_row=2"],
+                        nodes=1, tasks_per_node=1),
         # uninterrupted under (TP, PP, DP) = (2, 2, 1), with the checkpoint the resharded runs start from
         "tp2pp2": Run(local_slurm, work / "tp2pp2", [*base, "parallel.tp=2", "parallel.pp=2",
                                                      "train.save_interval=10"]),
@@ -223,6 +231,25 @@ def test_usr1_checkpoints_requeues_and_resumes_identically(jobs, reference):
     logged = [step for seg in segments(run.dir) for step in seg]
     assert all(logged.count(s) == 1 for s in range(1, saved[0] + 1)), logged  # resumed, not restarted
     assert_same(losses(run.dir), losses(reference), range(1, ITERS + 1))
+
+
+def test_exit_interval_is_requeued_and_continues(jobs, reference):
+    run = jobs["exit_interval"]
+    info = run.finished()
+    assert int(info["Restarts"]) == 1
+    outcome = attempts(run.dir)
+    assert [a["outcome"] for a in outcome] == ["exit-interval-requeued", "finished"], outcome
+    assert [sorted(seg) for seg in segments(run.dir)] == [list(range(1, 11)), list(range(11, ITERS + 1))]
+    assert_same(losses(run.dir), losses(reference), range(1, ITERS + 1))
+
+
+def test_divergence_is_not_requeued(jobs):
+    run = jobs["diverged"]
+    info = run.cluster.wait(run.job, JOB_TIMEOUT)
+    assert info["JobState"] == "FAILED" and int(info["Restarts"]) == 0, log_of(run.dir)
+    assert [a["outcome"] for a in attempts(run.dir)] == ["diverged"]
+    assert json.loads((run.dir / "exit.json").read_text())["code"] == 3
+    assert "not requeued" in log_of(run.dir) and "iter_0000002" in log_of(run.dir)
 
 
 def test_killed_rank_fails_job_and_requeue_resumes_from_last_checkpoint(jobs, reference):

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The GPU check: what the CPU tests cannot see, in under 5 minutes on one GPU.
+#
+#   bash tools/gpu_check.sh DATA_PREFIX TOKENIZER_MODEL [extra trainer overrides...]
+#
+# 1. bf16 training of the 125m shape (seq 1024) on GPU/NCCL through megatron-core's Float16Module and its
+#    mixed-precision optimizer (fp32 main weights), with whatever fused Adam megatron picks there (TE's or
+#    apex's FusedAdam when installed: the step lives in the param group, pretrain/optimizer_state.py);
+# 2. a planned stop at step 20 (train.exit_interval: exit 98, exit.json) and a resume to step 40 from the
+#    checkpoint, which must continue the loss curve and Adam's step count;
+# 3. with 2+ GPUs, the same shape under TP=2 (NCCL refuses two ranks on one GPU, so one GPU skips it);
+# then prints median tokens/s, TFLOP/s per GPU, MFU (exact device-name peak table, pretrain/metrics.py) and
+# peak memory from metrics.jsonl, and fails on any non-finite or skipped step.
+# Extra overrides pass through (e.g. model.attention=... once the attention backends land).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:?usage: tools/gpu_check.sh DATA_PREFIX TOKENIZER_MODEL [overrides]}
+TOK=${2:?usage: tools/gpu_check.sh DATA_PREFIX TOKENIZER_MODEL [overrides]}
+shift 2
+PY=${PYTHON:-python3}
+OUT=${GPU_CHECK_DIR:-/tmp/gpu_check}
+rm -rf "$OUT"
+NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+[ "$NGPU" -ge 1 ] || { echo "gpu_check: no CUDA device visible" >&2; exit 1; }
+"$PY" -c "import torch; print('device:', torch.cuda.get_device_name(), '| torch', torch.__version__)"
+
+COMMON=(model=125m model.seq_length=1024 train.iters=40 train.global_batch_size=32 train.micro_batch_size=8
+        optim.warmup_iters=10 train.eval_interval=20 train.eval_iters=2 train.save_interval=20 train.bf16=true
+        "data.paths=[$DATA]" "data.tokenizer_model=$TOK" logging.wandb.mode=disabled "$@")
+
+run() {  # run NAME NPROC overrides...
+    local name=$1 nproc=$2; shift 2
+    "$PY" -m torch.distributed.run --standalone --nproc_per_node="$nproc" -m pretrain "${COMMON[@]}" \
+        "run.dir=$OUT/$name" "$@" 2>&1 | grep -E "^(training|step|saved|resumed|finished|exiting|config error|WARN)" || true
+}
+
+echo "== bf16, 1 GPU: steps 1-20, planned stop"
+run bf16 1 train.exit_interval=20
+"$PY" -c "import json,sys; e=json.load(open('$OUT/bf16/exit.json')); sys.exit(0 if e['code']==98 else f'exit.json: {e}')"
+echo "== bf16, 1 GPU: resume to step 40"
+run bf16 1
+if [ "$NGPU" -ge 2 ]; then
+    echo "== bf16, TP=2 on 2 GPUs"
+    run tp2 2 parallel.tp=2
+else
+    echo "== TP=2 skipped: one GPU (NCCL needs one GPU per rank)"
+fi
+
+"$PY" - "$OUT" <<'PY'
+import json, statistics, sys
+from pathlib import Path
+from pretrain.rundir import RunDir
+bad = 0
+for run in sorted(Path(sys.argv[1]).iterdir()):
+    rd = RunDir(run)
+    rows = [r for r in rd.metrics() if "tokens_per_s" in r]
+    if not rows:
+        print(f"{run.name}: no metrics"); bad += 1; continue
+    steady = rows[3:] or rows  # leave out warm-up steps
+
+    def med(key):
+        values = [r[key] for r in steady if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    mfu = med("mfu")
+    skipped = sum(r.get("skipped", 0) for r in rows)
+    finite = all(r.get("loss") is not None for r in rows)
+    latest = rd.checkpoints / (rd.checkpoints / "latest").read_text().strip()
+    meta = json.loads((latest / "meta.json").read_text())
+    print(f"{run.name}: steps {rows[0]['step']}-{rows[-1]['step']}, loss {rows[0]['loss']:.3f} -> "
+          f"{rows[-1]['loss']:.3f}, median {med('tokens_per_s'):,.0f} tok/s, "
+          f"{med('tflops_per_device'):.1f} TFLOP/s/GPU, MFU {'n/a' if mfu is None else f'{mfu:.1%}'}, "
+          f"peak {max(r['peak_mem_mb'] for r in rows):,.0f} MiB, skipped {skipped}, "
+          f"optimizer step {meta['optimizer_step']} at iteration {meta['iteration']}, "
+          f"finished {rd.finished() is not None}")
+    bad += (not finite) + (skipped > 0) + (rd.finished() is None) + (meta["optimizer_step"] != meta["iteration"])
+sys.exit(1 if bad else 0)
+PY
+echo "gpu_check: OK"
