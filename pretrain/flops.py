@@ -5,10 +5,10 @@ Training FLOPs per token = 3 x forward (the backward pass costs twice the forwar
 sum, the SwiGLU MLP's three matrices, and the output logits. Norms, RoPE, softmax and the loss are elementwise
 and left out.
 
-Attention: with `causal=True` (the default, Megatron-LM's current convention and the one MFU is reported in)
-the scores and the weighted sum count half the sequence, since a causal mask leaves half the score matrix
-unused; `causal=False` counts the full matrix (PaLM's appendix B, and what an unfused kernel computes).
-run_info.json records both. The full count is checked against torch.utils.flop_counter.FlopCounterMode on
+Attention: by default the scores and the weighted sum count the full sequence (PaLM's appendix B, what an
+unfused kernel computes, and the compute axis of our scaling ladders); `causal=True` counts half the score
+matrix, since a causal mask leaves the rest unused (Megatron-LM's current convention). Both are reported:
+run_info.json has both per-token counts, metrics.jsonl has `mfu` (full) and `mfu_causal`. The full count is checked against torch.utils.flop_counter.FlopCounterMode on
 megatron's GPTModel in tests/pretrain/test_flops.py.
 """
 
@@ -26,7 +26,7 @@ class _Shape(Protocol):
     seq_length: int
 
 
-def forward_flops_per_token(m: _Shape, vocab_size: int, causal: bool = True) -> float:
+def forward_flops_per_token(m: _Shape, vocab_size: int, causal: bool = False) -> float:
     h, f, s = m.hidden_size, m.ffn_hidden_size, m.seq_length
     if causal:
         s = s / 2
@@ -39,7 +39,7 @@ def forward_flops_per_token(m: _Shape, vocab_size: int, causal: bool = True) -> 
     return float(m.num_layers * (qkv_proj + out_proj + scores_and_values + mlp) + logits)
 
 
-def flops_per_token(m: _Shape, vocab_size: int, causal: bool = True) -> float:
+def flops_per_token(m: _Shape, vocab_size: int, causal: bool = False) -> float:
     """Training (forward + backward) model FLOPs per token."""
     return 3.0 * forward_flops_per_token(m, vocab_size, causal)
 

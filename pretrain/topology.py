@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     nodes = expand_nodelist(args.nodes)
     try:
         cfg = load_config(args.overrides)
-        validate(cfg, len(nodes) * args.tasks_per_node)
-        topo = build_topology(nodes, args.tasks_per_node, cfg.parallel.tp, cfg.parallel.pp)
+        layout = validate(cfg, len(nodes) * args.tasks_per_node)  # the Layout the trainer will build
+        topo = build_topology(nodes, args.tasks_per_node, layout.tp, layout.pp)
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -211,7 +211,7 @@ class Trainer:
                 "num_params": counts["total"], "num_params_non_embedding": counts["non_embedding"],
                 "num_params_embedding": counts["embedding"],
                 "flops_per_token": flops_per_token(cfg.model, self.vocab),
-                "flops_per_token_full_attention": flops_per_token(cfg.model, self.vocab, causal=False),
+                "flops_per_token_causal": flops_per_token(cfg.model, self.vocab, causal=True),
                 "vocab_size": self.vocab, "seq_length": cfg.model.seq_length,
                 "global_batch_size": cfg.train.global_batch_size, "world_size": layout.world_size,
                 "tp": layout.tp, "pp": layout.pp, "dp": layout.dp, "vpp": layout.vpp, "train_iters": self.total,
@@ -282,10 +282,12 @@ class Trainer:
         fpt = flops_per_token(self.cfg.model, self.vocab)
         tps = self.tokens_per_step / step_time
         tflops = fpt * tps / self.layout.world_size / 1e12
+        causal = flops_per_token(self.cfg.model, self.vocab, causal=True) / fpt
         peak = peak_tflops(self.cfg.logging.peak_tflops)
         return {"step": self.iteration, "tokens": tokens, "flops": fpt * tokens, "loss": r.loss, "lr": r.lr,
                 "grad_norm": r.grad_norm, "tokens_per_s": tps, "tflops_per_device": tflops,
-                "mfu": tflops / peak if peak else None, "step_time_s": step_time,
+                "mfu": tflops / peak if peak else None, "mfu_causal": tflops * causal / peak if peak else None,
+                "step_time_s": step_time,
                 "data_wait_frac": r.data_wait_s / step_time, "peak_mem_mb": _peak_memory_mb(self.device),
                 "skipped": int(not r.applied), "skipped_total": self.skipped_total}
 

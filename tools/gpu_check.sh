@@ -62,14 +62,14 @@ for run in sorted(Path(sys.argv[1]).iterdir()):
         values = [r[key] for r in steady if r.get(key) is not None]
         return statistics.median(values) if values else None
 
-    mfu = med("mfu")
+    mfu, mfu_causal = med("mfu"), med("mfu_causal")
     skipped = sum(r.get("skipped", 0) for r in rows)
     finite = all(r.get("loss") is not None for r in rows)
     latest = rd.checkpoints / (rd.checkpoints / "latest").read_text().strip()
     meta = json.loads((latest / "meta.json").read_text())
     print(f"{run.name}: steps {rows[0]['step']}-{rows[-1]['step']}, loss {rows[0]['loss']:.3f} -> "
           f"{rows[-1]['loss']:.3f}, median {med('tokens_per_s'):,.0f} tok/s, "
-          f"{med('tflops_per_device'):.1f} TFLOP/s/GPU, MFU {'n/a' if mfu is None else f'{mfu:.1%}'}, "
+          f"{med('tflops_per_device'):.1f} TFLOP/s/GPU, MFU {'n/a' if mfu is None else f'{mfu:.1%} (causal {mfu_causal:.1%})'}, "
           f"peak {max(r['peak_mem_mb'] for r in rows):,.0f} MiB, skipped {skipped}, "
           f"optimizer step {meta['optimizer_step']} at iteration {meta['iteration']}, "
           f"finished {rd.finished() is not None}")

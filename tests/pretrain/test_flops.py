@@ -56,10 +56,10 @@ def test_flops_formula_matches_flop_counter(m):
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
     per_token = measured["flops"] / measured["tokens"]
     # the unfused attention computes the whole score matrix: the full count
-    assert per_token == pytest.approx(flops_per_token(m, vocab, causal=False), rel=0.02)
-    # the causal count (MFU's) leaves out exactly half of the scores and the weighted sum
+    assert per_token == pytest.approx(flops_per_token(m, vocab), rel=0.02)
+    # the causal count (Megatron-LM's, mfu_causal) leaves out exactly half of the scores and the weighted sum
     attention = 3 * 2 * 2 * m.seq_length * m.hidden_size * m.num_layers  # QK^T and AV, forward + backward
-    assert flops_per_token(m, vocab, causal=False) - flops_per_token(m, vocab) == pytest.approx(attention / 2)
+    assert flops_per_token(m, vocab) - flops_per_token(m, vocab, causal=True) == pytest.approx(attention / 2)
     assert measured["params"] == count_params(m, vocab)["total"]
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-import yaml
 
 from pretrain.flops import count_params, flops_per_token
+from pretrain.rundir import RunDir
 
 FINAL_TRAIN_WINDOW = 10  # the final training loss is the mean of the last 10 logged steps
 
@@ -65,8 +65,7 @@ def _read_metrics(path: Path) -> tuple[list[dict], int]:
 
 
 def _model_of(run: Path) -> tuple[SimpleNamespace, int, bool]:
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    info = json.loads((run / "run_info.json").read_text())
+    cfg, info = RunDir(run).read_config(), RunDir(run).read_run_info()
     m = cfg["model"]
     shape = SimpleNamespace(**{k: int(m[k]) for k in ("num_layers", "hidden_size", "ffn_hidden_size",
                                                       "num_attention_heads", "num_query_groups", "seq_length")})
@@ -84,7 +83,7 @@ def read_run(run: Path, budget: float | None = None, planned_iters: int | None =
     counts = count_params(shape, vocab, untie_embeddings=untie)
     rc.n_total, rc.n_non_embedding = counts["total"], counts["non_embedding"]
     rc.flops_per_token = flops_per_token(shape, vocab)
-    info = json.loads((run / "run_info.json").read_text())
+    info = RunDir(run).read_run_info()
     if "num_params" in info and int(info["num_params"]) != rc.n_total:
         rc.problem = (f"run_info.json counts {info['num_params']} parameters, pretrain/flops.py {rc.n_total}: "
                       "the run was made by a different model definition")
@@ -102,7 +101,7 @@ def read_run(run: Path, budget: float | None = None, planned_iters: int | None =
     rc.val_tokens = np.array([float(r["tokens"]) for r in val])
     rc.val_flops = np.array([float(r.get("flops", r["tokens"] * rc.flops_per_token)) for r in val])
     rc.val_loss = np.array([float(r["val_loss"]) for r in val])
-    rc.finished = (run / "finished.json").is_file()
+    rc.finished = RunDir(run).finished() is not None
     bad = np.flatnonzero(~np.isfinite(rc.loss))
     bad_val = np.flatnonzero(~np.isfinite(rc.val_loss))
     if len(bad):

@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from pretrain.rundir import EXIT_INTERVAL, EXIT_PREEMPTED, RunDir
 from tools.scaling.config import ScalingConfig
 from tools.scaling.plan import read_plan
 
-PREEMPTED = 99  # the trainer's exit code after a checkpoint on SIGUSR1/SIGTERM
 
 
 def run_dir_of(run: dict) -> Path:
@@ -32,7 +32,7 @@ def run_ladder(cfg: ScalingConfig, log=print) -> list[str]:
     failed = []
     for i, run in enumerate(plan["runs"]):
         rd = run_dir_of(run)
-        if (rd / "finished.json").is_file():
+        if RunDir(rd).finished() is not None:
             log(f"[{i + 1}/{len(plan['runs'])}] {run['name']}: finished already, skipped")
             continue
         rd.mkdir(parents=True, exist_ok=True)
@@ -40,8 +40,8 @@ def run_ladder(cfg: ScalingConfig, log=print) -> list[str]:
         with (rd / "ladder_stdout.log").open("ab") as out:
             rc = subprocess.call([python, "-m", "pretrain", *run["overrides"]], stdout=out, stderr=subprocess.STDOUT)
         status = "done" if rc == 0 else f"FAILED (exit {rc}; see {rd / 'ladder_stdout.log'})"
-        if rc == PREEMPTED:
-            status = "stopped by a signal after a checkpoint (exit 99); run again to resume"
+        if rc in (EXIT_PREEMPTED, EXIT_INTERVAL):
+            status = f"stopped after a checkpoint (exit {rc}); run again to resume"
         log(f"[{i + 1}/{len(plan['runs'])}] {run['name']}: {status} in {time.time() - t0:.0f} s")
         if rc != 0:
             failed.append(run["name"])
