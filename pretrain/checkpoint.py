@@ -9,7 +9,7 @@ rank's slice. The data position is the global consumed-samples count, also layou
 the run trains with is copied into the checkpoint, so a checkpoint alone can be sampled or exported.
 
 Integrity: a checkpoint is written into `checkpoints/.tmp.iter_XXXXXXX/` and renamed when complete; `latest`
-is replaced last, atomically; `meta.json` records every file's sha256. On resume a corrupt or partial newest
+is replaced last, atomically; `meta.json` records every file's sha256, computed by the rank that wrote it. On resume a corrupt or partial newest
 checkpoint is detected and the previous one is used, with a warning that names both
 (pretrain.checkpoint_reader, which is also the public read API).
 
@@ -76,20 +76,20 @@ def save(ckpt_root: Path, iteration: int, model_chunks, optimizer, extra: dict, 
             if writer:
                 tensors[f"optim.{k}.{info.name}"] = full.cpu().clone()
 
-    files: dict[str, str] = {}
-    if writer:
+    part: dict = {"index": {}, "sha256": {}}
+    if writer:  # one writer per pipeline stage, in parallel; each hashes its own file
         fname = f"tensors_rank{rank:05d}.pt"
         torch.save(tensors, tmp / fname)
-        files = {k: fname for k in tensors}
+        part = {"index": {k: fname for k in tensors}, "sha256": {fname: file_sha256(tmp / fname)}}
     gathered: list = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, files)
+    torch.distributed.all_gather_object(gathered, part)
     step = ostate.optimizer_step(optimizer)
     if rank == 0:
-        index = {k: v for part in gathered for k, v in part.items()}
+        index = {k: v for p in gathered for k, v in p["index"].items()}
+        checksums = {f: d for p in gathered for f, d in p["sha256"].items()}
         if tokenizer_model:
             shutil.copyfile(tokenizer_model, tmp / TOKENIZER)
-        checksums = {f: file_sha256(tmp / f) for f in sorted(set(index.values()) | (
-            {TOKENIZER} if tokenizer_model else set()))}
+            checksums[TOKENIZER] = file_sha256(tmp / TOKENIZER)
         meta = dict(extra, iteration=iteration, optimizer_step=step, index=index, sha256=checksums)
         (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
         if final.exists():
