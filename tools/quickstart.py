@@ -4,7 +4,9 @@
 2. train a lossless 4k sentencepiece BPE on the Wikipedia text;
 3. write Megatron .bin/.idx shards into data/quickstart/ (the trainer's default data);
 4. train the tiny Llama-style model with 2 processes (torchrun, data parallel) for a few hundred steps;
-5. train a tiny scaling ladder, fit it, plot it, and print the compute-optimal answer for a stated budget.
+5. sample from it (KV cache; temperature / top-p and greedy), export it to Hugging Face format and generate from
+   the export through transformers;
+6. train a tiny scaling ladder, fit it, plot it, and print the compute-optimal answer for a stated budget.
 Each step is skipped when its output is already there, so a second run goes straight to training.
 """
 
@@ -75,6 +77,27 @@ def summarize(run_dir: Path) -> None:
     print(f"[quickstart] run directory: {run_dir} (metrics.jsonl, checkpoints/, wandb/)")
 
 
+def use_model(run_dir: Path) -> None:
+    """Sample from the trained model, export it to Hugging Face format and load it back through transformers."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for args in (["prompt=It was", "num_samples=3", "temperature=0.8", "top_p=0.95", "seed=1",
+                  "max_new_tokens=40"],
+                 ["prompt=It was", "temperature=0", "max_new_tokens=40"]):
+        cmd = [sys.executable, "-m", "pretrain.generate", f"run.dir={run_dir}", *args]
+        print("[quickstart] " + " ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    hf_dir = run_dir / "hf"
+    cmd = [sys.executable, "-m", "pretrain.export_hf", str(run_dir), str(hf_dir)]
+    print("[quickstart] " + " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir)
+    out = model.generate(**tok("It was", return_tensors="pt"), max_new_tokens=30, do_sample=False)
+    print(f"[quickstart] transformers, greedy, from {hf_dir}: {tok.decode(out[0])!r}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", default=str(ROOT / "runs" / "quickstart"))
@@ -88,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     train(run_dir, overrides, args.nproc, args.iters)
     summarize(run_dir)
+    use_model(run_dir)
     if not args.no_ladder:
         from tools.scaling import quickstart_ladder
 
