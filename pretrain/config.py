@@ -67,6 +67,9 @@ class TrainConfig:
     # many skipped steps in a row stop the run (exit 3) naming the last good checkpoint.
     max_nonfinite_in_a_row: int = 5
     inject_nonfinite_at: list[int] = field(default_factory=list)  # fault injection (tests): NaN loss at these steps
+    # zero-shot tasks (pretrain.evaluate: cloze, choice), built from the run's own validation documents and run
+    # through lm-evaluation-harness on every periodic checkpoint; results go to metrics.jsonl as eval/<task>/<metric>
+    eval_tasks: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -196,6 +199,9 @@ def validate(cfg: PretrainConfig, world_size: int, check_data: bool = True):
     if t.exit_interval is not None and t.exit_interval < 1:
         fail("train.exit_interval", f"must be >= 1 or null, got {t.exit_interval}",
               "set train.exit_interval to a positive number of steps, or null")
+    unknown = [x for x in t.eval_tasks if x not in ("cloze", "choice")]
+    if unknown:
+        fail("train.eval_tasks", f"unknown task(s) {unknown}", "use a subset of [cloze,choice], or []")
     if t.max_nonfinite_in_a_row < 1:
         fail("train.max_nonfinite_in_a_row", f"must be >= 1, got {t.max_nonfinite_in_a_row}",
               "set it to the number of NaN/inf steps in a row after which the run stops (default 5)")

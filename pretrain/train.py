@@ -134,17 +134,20 @@ class Trainer:
             record = self._record(result, time.perf_counter() - t0)
             if t.eval_iters > 0 and (step % t.eval_interval == 0 or step == self.total):
                 record["val_loss"] = self.evaluate()
+            saving = (step % t.save_interval == 0 or step == self.total) and not self.nonfinite_in_a_row
+            if saving:
+                path = self.save("interval" if step < self.total else "final")
+                record.update(self.eval_tasks(path))
             self._log(record)
             if self.nonfinite_in_a_row >= t.max_nonfinite_in_a_row:
                 return EXIT_DIVERGED, self._diverged_message()
             signum = self._agreed_signal(stop)
             if signum and step < self.total:
-                self.save(f"signal {signum}")
+                if not saving:
+                    self.save(f"signal {signum}")
                 return self._stop(EXIT_PREEMPTED, f"stopped by signal {signum} at step {step}; requeue to resume")
-            if (step % t.save_interval == 0 or step == self.total) and not self.nonfinite_in_a_row:
-                self.save("interval" if step < self.total else "final")
             if t.exit_interval and step % t.exit_interval == 0 and step < self.total:
-                if step % t.save_interval or self.nonfinite_in_a_row:
+                if not saving:
                     self.save("exit_interval")
                 return self._stop(EXIT_INTERVAL, f"exiting at step {step} (train.exit_interval); run again "
                                                  "to continue")
@@ -178,7 +181,36 @@ class Trainer:
             m.train()
         return total / self.cfg.train.eval_iters
 
-    def save(self, reason: str) -> None:
+    def eval_tasks(self, checkpoint_path) -> dict:
+        """train.eval_tasks on a checkpoint just written: rank 0 runs lm-evaluation-harness on it, the others
+        wait. Returns {"eval/<task>/<metric>": value} (empty on other ranks and without tasks)."""
+        if not self.cfg.train.eval_tasks:
+            return {}
+        results = {}
+        if self.rank == 0:
+            from pretrain.evaluate import local_tasks, run_eval_tasks
+            from pretrain.generate import Generator
+
+            if not hasattr(self, "_task_configs"):
+                self._task_configs = [c for c in local_tasks(self._validation_text(), self.run_dir.path / "eval_tasks")
+                                      if c["task"].removeprefix("slurmtrain_") in self.cfg.train.eval_tasks]
+            scores = run_eval_tasks(lambda: Generator.from_checkpoint(checkpoint_path, device=self.device),
+                                    self._task_configs)
+            results = {f"eval/{k}": v for k, v in scores.items()}
+            _print0("eval tasks: " + ", ".join(f"{k} {v:.4g}" for k, v in results.items()))
+        torch.distributed.barrier()
+        return results
+
+    def _validation_text(self) -> str:
+        """The run's held-out text: its validation samples, decoded (no data beyond the run's own)."""
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=str(self.cfg.data.tokenizer_model))
+        valid = self.datasets.valid or self.datasets.train
+        n = min(len(valid), 256)
+        return "\n".join(sp.decode([int(x) for x in valid[i]["tokens"]]) for i in range(n))
+
+    def save(self, reason: str):
         from pretrain import checkpoint
         from pretrain.schedule import schedule_spec
 
@@ -190,6 +222,7 @@ class Trainer:
              "past": _past(cfg), "schedule": schedule_spec(cfg)},
             save_main=self.bf16, tokenizer_model=cfg.data.tokenizer_model, keep_last=cfg.run.keep_last)
         _print0(f"saved checkpoint {path} ({reason})")
+        return path
 
     # ------------------------------------------------------------------------------------------------------
     @property

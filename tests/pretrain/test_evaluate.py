@@ -91,3 +91,24 @@ def test_cli(trained, tmp_path, capsys):
     assert "bits/byte" in capsys.readouterr().out
     assert json.loads(out.read_text())["held_out"]
     assert main(["max_tokens=10"]) == 2 and "run.dir" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_in_loop_eval_tasks_reach_metrics(tiny_shards, tmp_path):
+    """train.eval_tasks: every periodic checkpoint is scored by lm-evaluation-harness on the local tasks built
+    from the run's validation documents, in the same metrics.jsonl line as the step."""
+    from pretrain.rundir import RunDir
+    from tests.conftest import run_trainer
+
+    proc = run_trainer(1, ["model=tiny", "train.iters=4", "train.global_batch_size=8", "train.micro_batch_size=4",
+                           "optim.warmup_iters=1", "train.eval_iters=1", "train.eval_interval=2",
+                           "train.save_interval=2", "train.eval_tasks=[cloze,choice]", "logging.wandb.mode=disabled",
+                           *tiny_shards, f"run.dir={tmp_path}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["step"]: r for r in RunDir(tmp_path).metrics()}
+    for step in (2, 4):
+        assert 0.0 <= rows[step]["eval/slurmtrain_choice/acc"] <= 1.0
+        assert 0.0 <= rows[step]["eval/slurmtrain_cloze/acc"] <= 1.0
+        assert rows[step]["eval/slurmtrain_cloze/perplexity"] > 1.0
+        assert "loss" in rows[step] and "val_loss" in rows[step]
+    assert "eval/slurmtrain_choice/acc" not in rows[3]

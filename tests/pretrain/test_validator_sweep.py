@@ -69,6 +69,7 @@ def test_everything_validate_accepts_megatron_accepts():
     ({"model__hidden_size": 132, "model__num_attention_heads": 4}, "model.hidden_size"),  # odd head dim (RoPE)
     ({"train__max_nonfinite_in_a_row": 0}, "train.max_nonfinite_in_a_row"),
     ({"run__keep_last": 0}, "run.keep_last"),
+    ({"train__eval_tasks": ["lambada"]}, "train.eval_tasks"),
 ])
 def test_refused_with_the_key(overrides, key):
     with pytest.raises(ConfigError) as err:
