@@ -243,13 +243,13 @@ RECOMPUTE_MODULES = ("core_attn", "mlp", "layernorm")  # the ones that exist in 
 
 def _validate_performance(cfg: PretrainConfig) -> None:
     """Attention backend, activation recomputation and communication overlap."""
+    import importlib.util
+
     m, p, r = cfg.model, cfg.parallel, cfg.parallel.recompute
     if m.attention not in ATTENTION:
         _fail("model.attention", f"unknown attention {m.attention!r}", "use one of " + ", ".join(ATTENTION)
               + " (sdpa: torch scaled_dot_product_attention, the default)")
     if m.attention == "te":
-        import importlib.util
-
         import torch
 
         if importlib.util.find_spec("transformer_engine") is None:
@@ -279,6 +279,12 @@ def _validate_performance(cfg: PretrainConfig) -> None:
             if bad or not r.modules:
                 _fail("parallel.recompute.modules", f"{list(r.modules)} is not a non-empty subset of "
                       f"{list(RECOMPUTE_MODULES)}", "list the submodules to recompute, e.g. [core_attn]")
+            if "layernorm" in r.modules and importlib.util.find_spec("transformer_engine") is None:
+                # megatron-core 0.16.1: CheckpointWithoutOutput() sets fp8 = (False is not None) = True and then
+                # calls Transformer Engine's FP8GlobalStateManager, a NameError without TE
+                _fail("parallel.recompute.modules", "layernorm recompute needs Transformer Engine installed "
+                      "(megatron-core 0.16.1 calls TE's FP8 state in its CheckpointWithoutOutput)",
+                      "drop layernorm from the list (core_attn and mlp work everywhere)")
             if "layernorm" in r.modules and m.attention == "te":
                 _fail("parallel.recompute.modules", "Transformer Engine fuses the norms into the linears, "
                       "so there is no layernorm output to recompute", "drop layernorm from the list")

@@ -115,7 +115,8 @@ def _train(cfg, env, device, run_dir: Path, total_iters: int, stop: _StopFlag) -
     for c in chunks:
         c.to(device)
     tcfg = chunks[0].config
-    ddp_cfg = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=False,
+    ddp_cfg = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=p.overlap_grad_reduce,
+                                            overlap_param_gather=p.overlap_param_gather,
                                             use_distributed_optimizer=p.distributed_optimizer)
     model = [DistributedDataParallel(tcfg, ddp_cfg, c, disable_bucketing=(i > 0)) for i, c in enumerate(chunks)]
     tcfg.finalize_model_grads_func = finalize_model_grads
@@ -195,6 +196,9 @@ def _train(cfg, env, device, run_dir: Path, total_iters: int, stop: _StopFlag) -
         return total / t.eval_iters
 
     def save(reason: str):
+        if p.overlap_param_gather:  # the updated params are all-gathered by the next forward: gather them now
+            for m in model:
+                m.start_param_sync(force_sync=True)
         layout = {"tp": p.tp, "pp": p.pp, "dp": dp, "vpp": p.vpp,
                   "distributed_optimizer": p.distributed_optimizer}
         path = checkpoint.save(ckpt_root, iteration, model, optimizer,
