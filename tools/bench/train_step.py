@@ -53,13 +53,16 @@ def _random_batches(vocab: int, batch: int, seq: int, n: int):
     return [torch.randint(0, vocab, (batch, seq + 1), generator=gen) for _ in range(n)]
 
 
-def peer(arm: str, shape: str, seq: int, batch: int, vocab: int, steps: int, out: str) -> None:
-    """One peer arm in this process: `steps` training steps of one micro-batch each, timed whole."""
+def peer(arm: str, shape: str, seq: int, batch: int, vocab: int, steps: int, out: str,
+         overrides: list[str]) -> None:
+    """One peer arm in this process: `steps` training steps of one micro-batch each, timed whole. `overrides`
+    (trainer config, e.g. parallel.recompute.granularity=full) apply to the megatron arms."""
     import torch
 
     from pretrain import config as C
 
-    cfg = C.load([f"model={shape}", f"model.seq_length={seq}", f"model.vocab_size={vocab}"])
+    cfg = C.load([f"model={shape}", f"model.seq_length={seq}", f"model.vocab_size={vocab}",
+                  *(overrides if arm != "hf" else [])])
     m = cfg.model
     batches = _random_batches(vocab, batch, seq, 4)
     pos = torch.arange(seq).unsqueeze(0).expand(batch, -1)
@@ -104,6 +107,7 @@ def peer(arm: str, shape: str, seq: int, batch: int, vocab: int, steps: int, out
         parallel_state.initialize_model_parallel(1, 1)
         tensor_parallel.model_parallel_cuda_manual_seed(0)
         chunks = build_model_chunks(m, cfg.parallel, vocab, False)
+        C._validate_performance(cfg)
         init_weights(chunks, m, 0)
         tcfg = chunks[0].config
         model = DistributedDataParallel(tcfg, DistributedDataParallelConfig(grad_reduce_in_fp32=True), chunks[0])
@@ -144,7 +148,7 @@ def measure_peers(args, work: Path) -> list[dict]:
         for arm in args.arms:
             out = work / f"{arm}_{r}.json"
             _launch(1, [str(Path(__file__)), "--peer", arm, args.shapes[0], str(args.seq), str(args.batch),
-                        str(args.vocab), str(args.steps), str(out)])
+                        str(args.vocab), str(args.steps), str(out), *args.overrides])
             res = json.loads(out.read_text())
             warm = 1 if args.steps > 2 else 0
             res["median_step_s"] = statistics.median(res["step_times"][warm:])
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv and argv[0] == "--peer":
         arm, shape, seq, batch, vocab, steps, out = argv[1:8]
-        peer(arm, shape, int(seq), int(batch), int(vocab), int(steps), out)
+        peer(arm, shape, int(seq), int(batch), int(vocab), int(steps), out, argv[8:])
         return 0
     ap = argparse.ArgumentParser(description="our training step vs bare megatron-core")
     ap.add_argument("--shapes", nargs="+", default=["tiny", "125m"])
