@@ -150,14 +150,14 @@ def measure_peers(args, work: Path) -> list[dict]:
             _launch(1, [str(Path(__file__)), "--peer", arm, args.shapes[0], str(args.seq), str(args.batch),
                         str(args.vocab), str(args.steps), str(out), *args.overrides])
             res = json.loads(out.read_text())
-            warm = 1 if args.steps > 2 else 0
+            warm = 1 if args.steps > 1 else 0  # the first step pays one-off costs
             res["median_step_s"] = statistics.median(res["step_times"][warm:])
             res["repeat"] = r
             rows.append(res)
             print(json.dumps({k: v for k, v in res.items() if k != "losses"}), flush=True)
     counts = {r["arm"]: r["num_params"] for r in rows}
     print(f"\n{args.shapes[0]} seq {args.seq} x batch {args.batch}, vocab {args.vocab}, {args.steps} steps "
-          f"(median of steps {2 if args.steps > 2 else 1}..{args.steps}), {args.repeat} run(s) per arm; "
+          f"(median of steps {2 if args.steps > 1 else 1}..{args.steps}), {args.repeat} run(s) per arm; "
           f"parameters {counts}")
     if len(set(counts.values())) > 1:
         print("WARNING: the arms have different parameter counts")
