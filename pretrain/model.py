@@ -44,6 +44,7 @@ class RMSNorm(torch.nn.Module):
 
 
 def transformer_config(m: ModelConfig, p: ParallelConfig, bf16: bool) -> TransformerConfig:
+    r = p.recompute
     return TransformerConfig(
         num_layers=m.num_layers,
         hidden_size=m.hidden_size,
@@ -86,6 +87,11 @@ def transformer_config(m: ModelConfig, p: ParallelConfig, bf16: bool) -> Transfo
         perform_initialization=True,
         init_method=_keep,
         output_layer_init_method=_keep,
+        # activation recomputation (validated in pretrain.config._validate_performance)
+        recompute_granularity=r.granularity,
+        recompute_method=r.method if r.granularity == "full" else None,
+        recompute_num_layers=r.num_layers if r.granularity == "full" else None,
+        recompute_modules=list(r.modules) if r.granularity == "selective" else None,
     )
 
 
@@ -93,12 +99,25 @@ def _keep(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _layer_spec(config: TransformerConfig, vp_stage: int | None) -> TransformerBlockSubmodules:
+def _layer_spec(config: TransformerConfig, vp_stage: int | None, attention: str) -> TransformerBlockSubmodules:
+    """megatron's local layer spec with our RMSNorm and the chosen core attention (`sdpa`: SDPAttention,
+    `local`: megatron's unfused DotProductAttention), or megatron's Transformer Engine spec (`te`: TE linears
+    with the RMSNorm fused into them, TE's fused attention)."""
+    n = get_num_layers_to_build(config, vp_stage=vp_stage)
+    if attention == "te":
+        from megatron.core.extensions.transformer_engine import TENorm
+        from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+
+        layer = get_gpt_layer_with_transformer_engine_spec()
+        return TransformerBlockSubmodules(layer_specs=[layer] * n, layer_norm=ModuleSpec(module=TENorm))
     layer = get_gpt_layer_local_spec(normalization="RMSNorm")
     norm = ModuleSpec(module=RMSNorm)
     layer.submodules.input_layernorm = norm
     layer.submodules.pre_mlp_layernorm = norm
-    n = get_num_layers_to_build(config, vp_stage=vp_stage)
+    if attention == "sdpa":
+        from pretrain.attention import SDPAttention
+
+        layer.submodules.self_attention.submodules.core_attention = SDPAttention
     return TransformerBlockSubmodules(layer_specs=[layer] * n, layer_norm=norm)
 
 
@@ -112,7 +131,7 @@ def build_model_chunks(m: ModelConfig, p: ParallelConfig, vocab_size: int, bf16:
         post = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage)
         model = GPTModel(
             config=config,
-            transformer_layer_spec=_layer_spec(config, vp_stage),
+            transformer_layer_spec=_layer_spec(config, vp_stage, m.attention),
             vocab_size=vocab_size,
             max_sequence_length=m.seq_length,
             pre_process=pre,
@@ -129,6 +148,12 @@ def build_model_chunks(m: ModelConfig, p: ParallelConfig, vocab_size: int, bf16:
 
 # ----------------------------------------------------------------------------------------------------------
 # Global names, canonical full tensors and TP shards
+
+# Transformer Engine fuses each layer's norms into the next linear; their weights get the local spec's names
+# (megatron's own sharded_state_dict_keys_map, reversed), so initial weights and checkpoints are the same
+# whichever model.attention built the model.
+_TE_NORM_NAMES = {"self_attention.linear_qkv.layer_norm_weight": "input_layernorm.weight",
+                  "mlp.linear_fc1.layer_norm_weight": "pre_mlp_layernorm.weight"}
 
 
 @dataclass(frozen=True)
@@ -160,6 +185,9 @@ def global_params(chunks: list[torch.nn.Module]) -> Iterator[ParamInfo]:
             parts = name.split(".")
             if parts[:2] == ["decoder", "layers"]:
                 parts[2] = str(layer_numbers[parts[2]])
+                rest = ".".join(parts[3:])
+                if rest in _TE_NORM_NAMES:
+                    parts = parts[:3] + _TE_NORM_NAMES[rest].split(".")
             tp = getattr(param, "tensor_model_parallel", False)
             yield ParamInfo(".".join(parts), param, getattr(param, "partition_dim", -1) if tp else -1,
                             getattr(param, "partition_stride", 1) if tp else 1)

@@ -215,6 +215,9 @@ class Trainer:
         from pretrain.schedule import schedule_spec
 
         cfg = self.cfg
+        if cfg.parallel.overlap_param_gather:  # the next forward would all-gather the updated params: do it now
+            for m in self.model:
+                m.start_param_sync(force_sync=True)
         path = checkpoint.save(
             self.run_dir.checkpoints, self.iteration, self.model, self.optimizer,
             {"consumed_samples": self.consumed, "tokens": self.consumed * cfg.model.seq_length,
@@ -377,7 +380,9 @@ def build_model_and_optimizer(cfg: C.PretrainConfig, layout: Layout, vocab: int,
     for c in chunks:
         c.to(device)
     tcfg = chunks[0].config
-    ddp_cfg = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=False,
+    par = cfg.parallel
+    ddp_cfg = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=par.overlap_grad_reduce,
+                                            overlap_param_gather=par.overlap_param_gather,
                                             use_distributed_optimizer=layout.distributed_optimizer)
     model = [DistributedDataParallel(tcfg, ddp_cfg, c, disable_bucketing=(i > 0)) for i, c in enumerate(chunks)]
     tcfg.finalize_model_grads_func = finalize_model_grads
@@ -430,7 +435,8 @@ def _past(cfg: C.PretrainConfig) -> dict:
         out[key] = [str(v) for v in value] if isinstance(value, list) else value
     out["tokenizer_sha256"] = file_sha256(Path(cfg.data.tokenizer_model))
     model = asdict(cfg.model)
-    model.pop("name")
+    for key in ("name", "attention"):  # a label, and a kernel choice that computes the same function
+        model.pop(key, None)
     out["model"] = model
     return out
 

@@ -1,4 +1,5 @@
-"""Benchmark: our training step against bare megatron-core on the same model, batch and layout.
+"""Benchmark: our training step against bare megatron-core and Hugging Face transformers on the same model,
+batch and layout.
 
 Ours: `python -m pretrain` (data loading from the .bin/.idx shards, metrics, schedule, everything), timed by
 its own metrics.jsonl (step_time_s, data_wait_frac). Bare: megatron-core's forward_backward_func plus
@@ -9,6 +10,17 @@ peak memory per rank.
     python -m tools.bench.train_step [--shapes tiny 125m] [--steps 12] [--nproc 1]
 
 Needs the quickstart shards (make quickstart) or --data PREFIX --tokenizer MODEL.
+
+Peer arms, one process each, no data loading (`--peers`): the same pre-built random batches, the same AdamW
+(lr, betas, eps, weight decay on matrices only, clipping at 1.0) and one timer around the whole step
+(zero grads, forward, backward, clip, optimizer step) in every arm:
+  megatron-<attention>: megatron-core's GPTModel (our layer spec with model.attention=local|sdpa) under its
+      forward_backward_func and DistributedOptimizer-free megatron optimizer;
+  hf: transformers' LlamaForCausalLM (SDPA attention) with the same shape (parameter counts printed and
+      checked equal), torch.optim.AdamW and clip_grad_norm_.
+
+    python -m tools.bench.train_step --peers --shapes 125m --seq 256 --batch 4 --steps 50
+    python -m tools.bench.train_step --peers --shapes 125m --seq 2048 --batch 1 --steps 5
 """
 
 from __future__ import annotations
@@ -30,6 +42,132 @@ SHAPE_OVERRIDES = {  # batch sized for CPU; the 125m shape at a shorter sequence
     "tiny": ["model=tiny", "train.global_batch_size=16", "train.micro_batch_size=4"],
     "125m": ["model=125m", "model.seq_length=256", "train.global_batch_size=4", "train.micro_batch_size=2"],
 }
+PEER_ARMS = ["megatron-local", "megatron-sdpa", "hf"]
+ADAMW = dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, clip_grad=1.0)
+
+
+def _random_batches(vocab: int, batch: int, seq: int, n: int):
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randint(0, vocab, (batch, seq + 1), generator=gen) for _ in range(n)]
+
+
+def peer(arm: str, shape: str, seq: int, batch: int, vocab: int, steps: int, out: str,
+         overrides: list[str]) -> None:
+    """One peer arm in this process: `steps` training steps of one micro-batch each, timed whole. `overrides`
+    (trainer config, e.g. parallel.recompute.granularity=full) apply to the megatron arms."""
+    import torch
+
+    from pretrain import config as C
+
+    cfg = C.load([f"model={shape}", f"model.seq_length={seq}", f"model.vocab_size={vocab}",
+                  *(overrides if arm != "hf" else [])])
+    m = cfg.model
+    batches = _random_batches(vocab, batch, seq, 4)
+    pos = torch.arange(seq).unsqueeze(0).expand(batch, -1)
+    if arm == "hf":
+        import transformers
+
+        hf_cfg = transformers.LlamaConfig(
+            vocab_size=vocab, hidden_size=m.hidden_size, intermediate_size=m.ffn_hidden_size,
+            num_hidden_layers=m.num_layers, num_attention_heads=m.num_attention_heads,
+            num_key_value_heads=m.num_query_groups, max_position_embeddings=seq, rms_norm_eps=m.norm_eps,
+            rope_theta=float(m.rotary_base), tie_word_embeddings=not m.untie_embeddings, attention_bias=False,
+            mlp_bias=False, attention_dropout=0.0)
+        model = transformers.LlamaForCausalLM._from_config(hf_cfg, attn_implementation="sdpa",
+                                                           dtype=torch.float32)
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() > 1]},
+                                 {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}],
+                                lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"],
+                                weight_decay=ADAMW["weight_decay"])
+
+        def step(b):
+            opt.zero_grad(set_to_none=True)
+            logits = model(input_ids=b[:, :-1], position_ids=pos, use_cache=False).logits
+            loss = torch.nn.functional.cross_entropy(logits.float().view(-1, vocab), b[:, 1:].reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, ADAMW["clip_grad"])
+            opt.step()
+            return loss.item()
+    else:
+        from megatron.core import parallel_state, tensor_parallel
+        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+        from megatron.core.distributed import finalize_model_grads
+        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        from pretrain import runtime
+        from pretrain.model import build_model_chunks, init_weights
+
+        m.attention = arm.split("-", 1)[1]
+        runtime.init_distributed(runtime.dist_env())
+        parallel_state.initialize_model_parallel(1, 1)
+        tensor_parallel.model_parallel_cuda_manual_seed(0)
+        chunks = build_model_chunks(m, cfg.parallel, vocab, False)
+        C._validate_performance(cfg)
+        init_weights(chunks, m, 0)
+        tcfg = chunks[0].config
+        model = DistributedDataParallel(tcfg, DistributedDataParallelConfig(grad_reduce_in_fp32=True), chunks[0])
+        tcfg.finalize_model_grads_func = finalize_model_grads
+        opt = get_megatron_optimizer(OptimizerConfig(
+            optimizer="adam", lr=ADAMW["lr"], adam_beta1=ADAMW["betas"][0], adam_beta2=ADAMW["betas"][1],
+            adam_eps=ADAMW["eps"], weight_decay=ADAMW["weight_decay"], clip_grad=ADAMW["clip_grad"]), [model])
+        params = [p for p in model.parameters()]
+        fb = get_forward_backward_func()
+
+        def step(b):
+            model.zero_grad_buffer()
+            opt.zero_grad()
+
+            def fwd(it, chunk):
+                x = next(it)
+                out = chunk(x[:, :-1], pos, None, labels=x[:, 1:])
+                return out, lambda t: (t.float().mean(), {"loss": t.float().mean().detach()})
+
+            losses = fb(forward_step_func=fwd, data_iterator=iter([b]), model=model, num_microbatches=1,
+                        seq_length=seq, micro_batch_size=batch, forward_only=False)
+            opt.step()
+            return float(losses[0]["loss"])
+    n_params = sum(p.numel() for p in params)
+    times, losses = [], []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        losses.append(step(batches[i % len(batches)]))
+        times.append(time.perf_counter() - t0)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(out).write_text(json.dumps({"arm": arm, "step_times": times, "losses": losses, "peak_rss_mb": rss,
+                                     "num_params": n_params, "threads": torch.get_num_threads()}))
+
+
+def measure_peers(args, work: Path) -> list[dict]:
+    rows = []
+    for r in range(args.repeat):
+        for arm in args.arms:
+            out = work / f"{arm}_{r}.json"
+            _launch(1, [str(Path(__file__)), "--peer", arm, args.shapes[0], str(args.seq), str(args.batch),
+                        str(args.vocab), str(args.steps), str(out), *args.overrides])
+            res = json.loads(out.read_text())
+            warm = 1 if args.steps > 1 else 0  # the first step pays one-off costs
+            res["median_step_s"] = statistics.median(res["step_times"][warm:])
+            res["repeat"] = r
+            rows.append(res)
+            print(json.dumps({k: v for k, v in res.items() if k != "losses"}), flush=True)
+    counts = {r["arm"]: r["num_params"] for r in rows}
+    print(f"\n{args.shapes[0]} seq {args.seq} x batch {args.batch}, vocab {args.vocab}, {args.steps} steps "
+          f"(median of steps {2 if args.steps > 1 else 1}..{args.steps}), {args.repeat} run(s) per arm; "
+          f"parameters {counts}")
+    if len(set(counts.values())) > 1:
+        print("WARNING: the arms have different parameter counts")
+    base = statistics.median(r["median_step_s"] for r in rows if r["arm"] == args.arms[0])
+    print(f"arm               step s   vs {args.arms[0]}   peak RSS MB")
+    for arm in args.arms:
+        rs = [r for r in rows if r["arm"] == arm]
+        t = statistics.median(r["median_step_s"] for r in rs)
+        print(f"{arm:16s} {t:8.3f}   {t / base:8.3f}x   {max(r['peak_rss_mb'] for r in rs):8.0f}")
+    return rows
 
 
 def bare(overrides: list[str], steps: int, out: str) -> None:
@@ -123,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "--bare":
         bare(argv[3:], int(argv[1]), argv[2])
         return 0
+    if argv and argv[0] == "--peer":
+        arm, shape, seq, batch, vocab, steps, out = argv[1:8]
+        peer(arm, shape, int(seq), int(batch), int(vocab), int(steps), out, argv[8:])
+        return 0
     ap = argparse.ArgumentParser(description="our training step vs bare megatron-core")
     ap.add_argument("--shapes", nargs="+", default=["tiny", "125m"])
     ap.add_argument("--steps", type=int, default=12)
@@ -130,8 +272,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=2, help="alternate bare/ours this many times")
     ap.add_argument("--data", default=str(ROOT / "data/quickstart/enwiki_text_document"))
     ap.add_argument("--tokenizer", default=str(ROOT / "data/quickstart/tokenizer.model"))
+    ap.add_argument("--peers", action="store_true", help="the peer arms (megatron-local/-sdpa, hf) instead")
+    ap.add_argument("--arms", nargs="+", default=PEER_ARMS, choices=PEER_ARMS)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--vocab", type=int, default=4096, help="4096: the quickstart tokenizer's padded vocabulary")
     ap.add_argument("overrides", nargs="*", help="extra trainer overrides, e.g. parallel.tp=2")
     args = ap.parse_args(argv)
+    if args.peers:
+        with tempfile.TemporaryDirectory() as tmp:
+            measure_peers(args, Path(tmp))
+        return 0
     data = [f"data.paths=[{args.data}]", f"data.tokenizer_model={args.tokenizer}"]
     results = []
     with tempfile.TemporaryDirectory() as tmp:
