@@ -2,6 +2,8 @@
 
     python -m data_pipeline stage=filter input.paths=[DIR] input.format=warc filters=fineweb \\
         executor=local executor.tasks=4 output.dir=OUT          # Hydra; --multirun sweeps
+    python -m data_pipeline stage=dedup dedup=fineweb input.paths=[OUT/documents] input.format=jsonl \\
+        executor=local executor.tasks=4 output.dir=DEDUPED      # exact + URL + MinHash dedup
     python -m data_pipeline report OUT                           # the manifest as a table
     python -m data_pipeline finalize OUT                         # (re)write manifest.json once all tasks are done
 """
