@@ -2,6 +2,8 @@
 
     python -m data_pipeline stage=filter input.paths=[DIR] input.format=warc filters=fineweb \\
         executor=local executor.tasks=4 output.dir=OUT          # Hydra; --multirun sweeps
+    python -m data_pipeline stage=dedup dedup=fineweb input.paths=[OUT/documents] input.format=jsonl \\
+        executor=local executor.tasks=4 output.dir=DEDUPED      # exact + URL + MinHash dedup
     python -m data_pipeline report OUT                           # the manifest as a table
     python -m data_pipeline finalize OUT                         # (re)write manifest.json once all tasks are done
 """
@@ -14,33 +16,6 @@ from pathlib import Path
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-def run_stage(cfg) -> None:
-    from data_pipeline.executors import run_with_executor
-    from data_pipeline.stage import build_pipeline, check_or_record_state, logs_dir
-
-    if cfg.executor.kind == "mpi":
-        # MPI must initialise before the filters load their native libraries: across Slurm nodes under
-        # `srun --mpi=pmi2`, MPICH's PMI2/UCX start-up fails when it comes after them.
-        from mpi4py import MPI  # noqa: F401
-    pipeline, roles = build_pipeline(cfg)
-    if cfg.executor.kind == "mpi":
-        from mpi4py import MPI
-
-        comm = MPI.COMM_WORLD
-        error = None
-        if comm.Get_rank() == 0:
-            try:
-                check_or_record_state(cfg, roles)
-            except Exception as exc:  # noqa: BLE001 - every rank must stop with the same message
-                error = str(exc)
-        error = comm.bcast(error, root=0)
-        if error:
-            raise SystemExit(f"error: {error}")
-    else:
-        check_or_record_state(cfg, roles)
-    run_with_executor(cfg, pipeline, logs_dir(cfg))
-
-
 def _hydra_main() -> None:
     import hydra
     from omegaconf import OmegaConf
@@ -50,6 +25,8 @@ def _hydra_main() -> None:
     @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="data")
     def main(hcfg) -> None:
         try:
+            from data_pipeline.executors import run_stage
+
             cfg = stage_config_from_dict(OmegaConf.to_container(hcfg, resolve=True))
             run_stage(cfg)
         except (ConfigError, RuntimeError) as exc:

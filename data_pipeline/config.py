@@ -7,7 +7,9 @@ from typing import Any
 
 FORMATS = ("warc", "wet", "pages", "jsonl", "parquet", "hf")
 EXECUTORS = ("local", "slurm", "mpi")
-STAGES = ("filter",)
+STAGES = ("filter", "dedup")
+SCOPES = ("global", "source", "snapshot")
+KEEP = ("quality", "longest", "first")
 
 
 class ConfigError(ValueError):
@@ -55,11 +57,32 @@ class OutputConfig:
 
 
 @dataclass
+class DedupConfig:
+    """stage=dedup: exact, URL and MinHash near-duplicate removal (presets in conf/data/dedup/)."""
+
+    preset: str = "fineweb"
+    exact: bool = True  # same normalised text (NFKC, lower case, words only)
+    url: bool = True  # same normalised URL (metadata.url)
+    minhash: bool = True
+    ngram: int = 5  # words per shingle (characters for scripts without spaces)
+    bands: int = 14
+    rows: int = 8
+    threshold: float = 0.72  # a band candidate is a duplicate only if its signatures agree on this share
+    seed: int = 1
+    scope: str = "global"  # global | source (each input path apart) | snapshot (each value of scope_key apart)
+    scope_key: str = "dump"  # metadata field naming the snapshot, for scope=snapshot
+    keep: str = "quality"  # quality (highest quality_key, then longest, then smallest id) | longest | first
+    quality_key: str = "quality_score"
+    buckets: int = 0  # tasks of the pair-finding pipeline; 0: executor.tasks
+
+
+@dataclass
 class StageConfig:
     stage: str = "filter"
     input: InputConfig = field(default_factory=InputConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     filters: list[dict[str, Any]] = field(default_factory=list)  # [{kind: url}, {kind: language, languages: {en: 0.65}}]
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     progress: bool = True  # tqdm documents/s per task
@@ -83,6 +106,20 @@ class StageConfig:
             raise ConfigError("executor=slurm needs executor.partition=NAME (see `sinfo`)")
         if self.input.max_record_bytes < 1:
             raise ConfigError("input.max_record_bytes must be positive")
+        d = self.dedup
+        if self.stage == "dedup":
+            if d.scope not in SCOPES:
+                raise ConfigError(f"dedup.scope={d.scope!r}: choose one of {SCOPES}")
+            if d.keep not in KEEP:
+                raise ConfigError(f"dedup.keep={d.keep!r}: choose one of {KEEP}")
+            if min(d.ngram, d.bands, d.rows) < 1:
+                raise ConfigError("dedup.ngram, dedup.bands and dedup.rows must be 1 or more")
+            if not 0.0 < d.threshold <= 1.0:
+                raise ConfigError(f"dedup.threshold={d.threshold}: use a share in (0, 1]")
+            if d.buckets < 0:
+                raise ConfigError(f"dedup.buckets={d.buckets}: use 0 (as many as executor.tasks) or more")
+            if not (d.exact or d.url or d.minhash):
+                raise ConfigError("dedup.exact, dedup.url and dedup.minhash are all false: nothing to do")
         for i, spec in enumerate(self.filters):
             if not isinstance(spec, dict) or "kind" not in spec:
                 raise ConfigError(f"filters[{i}]={spec!r}: each filter is a mapping with a 'kind' key")
@@ -91,7 +128,7 @@ class StageConfig:
 
 def stage_config_from_dict(data: dict) -> StageConfig:
     """Build the typed config from a plain dict (Hydra's resolved config), naming any unknown key."""
-    sections = {"input": InputConfig, "extract": ExtractConfig, "executor": ExecutorConfig, "output": OutputConfig}
+    sections = {"input": InputConfig, "dedup": DedupConfig, "extract": ExtractConfig, "executor": ExecutorConfig, "output": OutputConfig}
     top = {k: v for k, v in data.items() if k not in ("hydra",)}
     known = set(StageConfig.__dataclass_fields__)
     unknown = sorted(set(top) - known)

@@ -1,6 +1,7 @@
 """Executors: local processes and Slurm job arrays (datatrove's), and MPI ranks (ours, on mpi4py).
 
-All three run the same datatrove tasks: task r reads shard r of the input (files[r::tasks]), so the same
+A stage is one or more pipelines run in order, each with its own task count (stages/). All three run the
+same datatrove tasks: task r reads shard r of the input (files[r::tasks]), so the same
 task count gives byte-identical outputs whatever ran them. Each marks finished tasks in logs/completions/,
 and a rerun skips them (resume). The manifest is written once every task is done: by the local process,
 by MPI rank 0, or on Slurm by a job chained with ``afterok`` on the job array.
@@ -30,10 +31,12 @@ class MpiPipelineExecutor(PipelineExecutor):
     ``srun --mpi=pmi2 -n 4 python -m data_pipeline ... executor=mpi``.
     """
 
-    def __init__(self, pipeline, tasks: int, logging_dir, output_dir: str, skip_completed: bool = True):
+    def __init__(self, pipeline, tasks: int, logging_dir, output_dir: str, skip_completed: bool = True,
+                 manifest: bool = True):
         super().__init__(pipeline, logging_dir, skip_completed)
         self.tasks = tasks
         self.output_dir = output_dir
+        self.manifest = manifest
 
     @property
     def world_size(self) -> int:
@@ -66,7 +69,8 @@ class MpiPipelineExecutor(PipelineExecutor):
         if rank == 0:
             with self.logging_dir.open("mpi.json", "wt") as f:  # who ran what, for the curious and the tests
                 json.dump({"world_size": size, "tasks_by_rank": [tasks for _, tasks in report]}, f)
-            write_manifest(self.output_dir)
+            if self.manifest:
+                write_manifest(self.output_dir)
         comm.Barrier()
 
 
@@ -74,9 +78,10 @@ class ManifestSlurmExecutor(SlurmPipelineExecutor):
     """datatrove's Slurm executor whose stats-merging job (chained ``afterok`` on the array) also writes
     manifest.json; with ``wait`` the submitting command blocks until that job has ended."""
 
-    def __init__(self, *args, output_dir: str, python: str = sys.executable, **kwargs):
+    def __init__(self, *args, output_dir: str, python: str = sys.executable, manifest: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.output_dir = output_dir
+        self.manifest = manifest
         self.python = python
         self.manifest_job_id = None
 
@@ -87,6 +92,8 @@ class ManifestSlurmExecutor(SlurmPipelineExecutor):
         return args
 
     def launch_merge_stats(self):
+        if not self.manifest:  # an earlier pipeline of the stage: the last one writes the manifest
+            return super().launch_merge_stats()
         command = (f"merge_stats {self.logging_dir.resolve_paths('stats')} "
                    f"-o {self.logging_dir.resolve_paths('stats.json')}\n"
                    f"{shlex.quote(self.python)} -m data_pipeline finalize {shlex.quote(self.output_dir)}")
@@ -116,25 +123,68 @@ def wait_for_slurm_job(job_id: str, array_job_id: str, poll_s: float = 2.0) -> N
         time.sleep(poll_s)
 
 
-def run_with_executor(cfg: StageConfig, pipeline: list, logging_dir: str) -> None:
+def run_stage(cfg: StageConfig) -> None:
+    """Check the config against a half-done stage, then run the stage's pipelines in order on the executor."""
+    from data_pipeline.stages import get_stage
+    from data_pipeline.stages.base import check_or_record_state, logs_dir, redo_broken_tasks
+    from data_pipeline.stages.inputs import input_listing
+
+    if cfg.executor.kind == "mpi":
+        # MPI must initialise before the filters load their native libraries: across Slurm nodes under
+        # `srun --mpi=pmi2`, MPICH's PMI2/UCX start-up fails when it comes after them.
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        error = pipelines = None
+        if comm.Get_rank() == 0:
+            try:
+                pipelines = get_stage(cfg.stage).pipelines(cfg)
+                check_or_record_state(cfg, pipelines, input_listing(cfg))
+                redo_broken_tasks(cfg, pipelines)
+            except Exception as exc:  # noqa: BLE001 - every rank must stop with the same message
+                error = str(exc)
+        error = comm.bcast(error, root=0)
+        if error:
+            raise SystemExit(f"error: {error}")
+        if comm.Get_rank() != 0:
+            pipelines = get_stage(cfg.stage).pipelines(cfg)
+    else:
+        pipelines = get_stage(cfg.stage).pipelines(cfg)
+        check_or_record_state(cfg, pipelines, input_listing(cfg))
+        redo_broken_tasks(cfg, pipelines)
+    run_pipelines(cfg, pipelines, [logs_dir(cfg, p) for p in pipelines])
+
+
+def run_pipelines(cfg: StageConfig, pipelines: list, logging_dirs: list[str]) -> None:
+    """Run the pipelines one after the other (each waits for every task of the one before), then the manifest."""
     ex = cfg.executor
     if ex.kind == "local":
-        LocalPipelineExecutor(pipeline, tasks=ex.tasks, workers=ex.workers, logging_dir=logging_dir,
-                              start_method="fork").run()
+        for pipeline, logging_dir in zip(pipelines, logging_dirs):
+            LocalPipelineExecutor(pipeline.steps, tasks=pipeline.tasks, workers=ex.workers, logging_dir=logging_dir,
+                                  start_method="fork").run()
         write_manifest(cfg.output.dir)
     elif ex.kind == "mpi":
-        MpiPipelineExecutor(pipeline, tasks=ex.tasks, logging_dir=logging_dir, output_dir=cfg.output.dir).run()
+        from mpi4py import MPI
+
+        for i, (pipeline, logging_dir) in enumerate(zip(pipelines, logging_dirs)):
+            MpiPipelineExecutor(pipeline.steps, tasks=pipeline.tasks, logging_dir=logging_dir,
+                                output_dir=cfg.output.dir, manifest=i == len(pipelines) - 1).run()
+            MPI.COMM_WORLD.Barrier()
     elif ex.kind == "slurm":
         venv = os.path.join(sys.prefix, "bin", "activate")
-        executor = ManifestSlurmExecutor(
-            pipeline, tasks=ex.tasks, time=ex.time, partition=ex.partition, cpus_per_task=ex.cpus_per_task,
-            mem_per_cpu_gb=ex.mem_per_cpu_gb, workers=ex.workers, job_name=ex.job_name, qos=ex.qos or "",
-            venv_path=venv if os.path.exists(venv) else None, sbatch_args=dict(ex.sbatch_args),
-            logging_dir=logging_dir, output_dir=os.path.abspath(cfg.output.dir) if "://" not in cfg.output.dir
-            else cfg.output.dir, mail_type="NONE", requeue=False,
-        )
+        executor = None
+        for i, (pipeline, logging_dir) in enumerate(zip(pipelines, logging_dirs)):
+            last = i == len(pipelines) - 1
+            executor = ManifestSlurmExecutor(
+                pipeline.steps, tasks=pipeline.tasks, time=ex.time, partition=ex.partition,
+                cpus_per_task=ex.cpus_per_task, mem_per_cpu_gb=ex.mem_per_cpu_gb, workers=ex.workers,
+                job_name=ex.job_name if len(pipelines) == 1 else f"{ex.job_name}_{pipeline.name}", qos=ex.qos or "",
+                venv_path=venv if os.path.exists(venv) else None, sbatch_args=dict(ex.sbatch_args),
+                logging_dir=logging_dir, output_dir=os.path.abspath(cfg.output.dir) if "://" not in cfg.output.dir
+                else cfg.output.dir, mail_type="NONE", requeue=False, depends=executor, manifest=last,
+            )
         try:
-            executor.run()
+            executor.run()  # datatrove launches the pipelines this one depends on first, chained afterok
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"sbatch failed (exit {exc.returncode}); its message is above. Check "
                                f"executor.partition, executor.time and executor.mem_per_cpu_gb (0: request no "

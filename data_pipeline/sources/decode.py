@@ -103,15 +103,18 @@ def decode_payload(data: bytes, content_type: str | None = None) -> tuple[str, s
         candidates.append(detected["encoding"])
     for name in candidates:
         try:
-            codec = codecs.lookup(name).name
+            info = codecs.lookup(name)
         except LookupError:
             continue
+        if not getattr(info, "_is_text_encoding", True):  # base64, hex, rot13, zlib...: not a charset
+            continue
+        codec = info.name
         for attempt in (codec, _SUPERSETS.get(codec)):
             if attempt is None or attempt == "utf-8":
                 continue
             try:
                 return data.decode(attempt), attempt
-            except UnicodeDecodeError:
+            except (UnicodeDecodeError, LookupError):
                 continue
     try:
         return data.decode("cp1252"), "cp1252"  # the web's default for unlabelled pages

@@ -16,6 +16,17 @@ _BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "
              ".arrow": "arrow"}
 
 
+_COMPRESSED = (".gz", ".zst", ".bz2", ".xz")
+
+
+def data_suffix(path: Path) -> str:
+    """The data file's kind suffix, under a compression suffix: ``a.jsonl.gz`` -> ``.jsonl``."""
+    suffixes = path.suffixes
+    if len(suffixes) >= 2 and suffixes[-1] in _COMPRESSED:
+        return suffixes[-2]
+    return path.suffix
+
+
 class LocalHFDatasetSource(ReaderAccounting, BaseReader):
     name = "🤗 Local HF dataset (accounted)"
 
@@ -38,23 +49,33 @@ class LocalHFDatasetSource(ReaderAccounting, BaseReader):
         if (root / "dataset_info.json").exists() or (root / "dataset_dict.json").exists():
             ds = datasets.load_from_disk(str(root))
             return ds[self.split] if isinstance(ds, datasets.DatasetDict) else ds
-        files = sorted(str(p) for p in (root.rglob("*") if root.is_dir() else [root]) if p.suffix in _BUILDERS)
+        files = sorted(str(p) for p in (root.rglob("*") if root.is_dir() else [root]) if data_suffix(p) in _BUILDERS)
         if not files:
-            raise FileNotFoundError(f"{root}: no save_to_disk dataset and no data files ({sorted(_BUILDERS)})")
-        builder = _BUILDERS[Path(files[0]).suffix]
+            raise FileNotFoundError(f"{root}: no save_to_disk dataset and no data files ({sorted(_BUILDERS)}, "
+                                    f"optionally compressed {sorted(_COMPRESSED)})")
+        kinds = sorted({_BUILDERS[data_suffix(Path(f))] for f in files})
+        if len(kinds) > 1:
+            raise ValueError(f"{root}: data files of several kinds {kinds}; pass a folder holding one kind")
+        builder = kinds[0]
         return datasets.load_dataset(builder, data_files=files, split="train")
+
+    def position_file(self, source_file: str) -> str:
+        return ""
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         if data:
             yield from data
         ds = self._load()
         shard = ds.shard(num_shards=world_size, index=rank, contiguous=True)
+        # datasets' contiguous shards: the first len % world_size shards hold one row more
+        div, mod = divmod(len(ds), world_size)
+        first = div * rank + min(rank, mod)
         for i, row in enumerate(shard):
             if self.limit != -1 and i >= self.limit:
                 break
             text = row.get(self.text_key)
             self.count_in(len(text.encode()) if isinstance(text, str) else 0)
-            document = self.document_from_row(dict(row), self.path, i)
+            document = self.document_from_row(dict(row), self.path, first + i)  # row number in the dataset
             if document is not None:
                 self.stat_update("documents")
                 self.update_doc_stats(document)
