@@ -285,53 +285,53 @@ def _validate_performance(cfg: PretrainConfig) -> None:
 
     m, p, r = cfg.model, cfg.parallel, cfg.parallel.recompute
     if m.attention not in ATTENTION:
-        _fail("model.attention", f"unknown attention {m.attention!r}", "use one of " + ", ".join(ATTENTION)
+        fail("model.attention", f"unknown attention {m.attention!r}", "use one of " + ", ".join(ATTENTION)
               + " (sdpa: torch scaled_dot_product_attention, the default)")
     if m.attention == "te":
         import torch
 
         if importlib.util.find_spec("transformer_engine") is None:
-            _fail("model.attention", "te needs NVIDIA Transformer Engine, which is not installed",
+            fail("model.attention", "te needs NVIDIA Transformer Engine, which is not installed",
                   "pip install --no-build-isolation transformer_engine[pytorch] (GPU machines), "
                   "or use model.attention=sdpa")
         if not torch.cuda.is_available():
-            _fail("model.attention", "te needs a CUDA device (Transformer Engine has no CPU kernels)",
+            fail("model.attention", "te needs a CUDA device (Transformer Engine has no CPU kernels)",
                   "use model.attention=sdpa on CPU")
     if r.granularity is not None:
         key = "parallel.recompute.granularity"
         if r.granularity not in ("selective", "full"):
-            _fail(key, f"unknown granularity {r.granularity!r}", "use null (off), selective or full")
+            fail(key, f"unknown granularity {r.granularity!r}", "use null (off), selective or full")
         if r.granularity == "full":
             per_chunk = m.num_layers // (p.pp * (p.vpp or 1))
             if r.method not in ("uniform", "block"):
-                _fail("parallel.recompute.method", f"unknown method {r.method!r}", "use uniform or block")
+                fail("parallel.recompute.method", f"unknown method {r.method!r}", "use uniform or block")
             if not 1 <= r.num_layers <= per_chunk:
-                _fail("parallel.recompute.num_layers", f"{r.num_layers} is not between 1 and the {per_chunk} "
+                fail("parallel.recompute.num_layers", f"{r.num_layers} is not between 1 and the {per_chunk} "
                       "layers of a pipeline chunk", f"set parallel.recompute.num_layers in 1..{per_chunk}")
             if r.method == "uniform" and per_chunk % r.num_layers:
-                _fail("parallel.recompute.num_layers", f"uniform recompute groups of {r.num_layers} layers do "
+                fail("parallel.recompute.num_layers", f"uniform recompute groups of {r.num_layers} layers do "
                       f"not tile the {per_chunk} layers of a pipeline chunk",
                       f"use a divisor of {per_chunk}, or parallel.recompute.method=block")
         else:
             bad = [x for x in r.modules if x not in RECOMPUTE_MODULES]
             if bad or not r.modules:
-                _fail("parallel.recompute.modules", f"{list(r.modules)} is not a non-empty subset of "
+                fail("parallel.recompute.modules", f"{list(r.modules)} is not a non-empty subset of "
                       f"{list(RECOMPUTE_MODULES)}", "list the submodules to recompute, e.g. [core_attn]")
             if "layernorm" in r.modules and importlib.util.find_spec("transformer_engine") is None:
                 # megatron-core 0.16.1: CheckpointWithoutOutput() sets fp8 = (False is not None) = True and then
                 # calls Transformer Engine's FP8GlobalStateManager, a NameError without TE
-                _fail("parallel.recompute.modules", "layernorm recompute needs Transformer Engine installed "
+                fail("parallel.recompute.modules", "layernorm recompute needs Transformer Engine installed "
                       "(megatron-core 0.16.1 calls TE's FP8 state in its CheckpointWithoutOutput)",
                       "drop layernorm from the list (core_attn and mlp work everywhere)")
             if "layernorm" in r.modules and m.attention == "te":
-                _fail("parallel.recompute.modules", "Transformer Engine fuses the norms into the linears, "
+                fail("parallel.recompute.modules", "Transformer Engine fuses the norms into the linears, "
                       "so there is no layernorm output to recompute", "drop layernorm from the list")
     if p.overlap_param_gather:
         if not p.distributed_optimizer:
-            _fail("parallel.overlap_param_gather", "the parameter all-gather exists only with the distributed "
+            fail("parallel.overlap_param_gather", "the parameter all-gather exists only with the distributed "
                   "optimizer", "set parallel.distributed_optimizer=true, or parallel.overlap_param_gather=false")
         if not p.overlap_grad_reduce:
-            _fail("parallel.overlap_param_gather", "needs parallel.overlap_grad_reduce=true (as in Megatron-LM)",
+            fail("parallel.overlap_param_gather", "needs parallel.overlap_grad_reduce=true (as in Megatron-LM)",
                   "set parallel.overlap_grad_reduce=true")
 
 

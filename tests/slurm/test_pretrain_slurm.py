@@ -239,7 +239,11 @@ def test_exit_interval_is_requeued_and_continues(jobs, reference):
     assert int(info["Restarts"]) == 1
     outcome = attempts(run.dir)
     assert [a["outcome"] for a in outcome] == ["exit-interval-requeued", "finished"], outcome
-    assert [sorted(seg) for seg in segments(run.dir)] == [list(range(1, 11)), list(range(11, ITERS + 1))]
+    # The second attempt resumed from the checkpoint written at the exit step and retrained nothing: the steps
+    # form one increasing run (a retrained step would start a new segment).
+    assert [sorted(seg) for seg in segments(run.dir)] == [list(range(1, ITERS + 1))]
+    assert checkpoint_iters(run.dir)[0] == 10, checkpoint_iters(run.dir)
+    assert "resumed from" in Path(f"{run.dir}.out").read_text(errors="replace")
     assert_same(losses(run.dir), losses(reference), range(1, ITERS + 1))
 
 
