@@ -54,9 +54,10 @@ def write_run(run_dir: Path, run, vocab: int, noise: float, rng, logged_steps: i
         (run_dir / "finished.json").write_text(json.dumps({"step": int(steps[-1])}))
 
 
-def make_ladder(root: Path, noise: float = 0.002, seed: int = 0, sizes: int = 5) -> tuple[Path, object]:
+def make_ladder(root: Path, noise: float = 0.002, seed: int = 0, sizes: int = 5,
+                extra: tuple[str, ...] = ()) -> tuple[Path, object]:
     """Plan a ladder with tools.scaling's planner, then write every planned run as if it had trained."""
-    cfg = load_config("plan", [f"ladder={root}", f"budgets={BUDGETS}", "plan.vocab_size=512",
+    cfg = load_config("plan", [*extra, f"ladder={root}", f"budgets={BUDGETS}", "plan.vocab_size=512",
                                f"plan.sizes_per_budget={sizes}", "plan.min_tokens_per_param=1",
                                "plan.max_tokens_per_param=400", "plan.global_batch_size=4",
                                "plan.micro_batch_size=4"])

@@ -3,6 +3,7 @@
   plan   budgets=[1e15,3e15,1e16] family=llama ladder=DIR   print the IsoFLOP ladder, write DIR/plan.json, runs.txt
   run    ladder=DIR                                          train the planned runs locally, one after another
   fit    data=<ladder dir or csv> out=DIR                    fits with intervals -> DIR/fit.json and plots
+  predict data=<ladder dir> predict.flops=C                  predict a bigger run's loss, train it, compare
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 from tools.scaling.config import ConfigError, load_config
 
-COMMANDS = ("plan", "run", "fit")
+COMMANDS = ("plan", "run", "fit", "predict")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
 
             failed = run_ladder(cfg)
             return 1 if failed else 0
+        if command == "predict":
+            from tools.scaling.predict import run_predict
+
+            doc = run_predict(cfg)
+            print(f"wrote {doc['out']}/prediction.json")
+            return 0
         from tools.scaling.fit import format_summary, run_fit
 
         print(format_summary(run_fit(cfg)))
@@ -43,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # a trained run failed: its log is named
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,8 +20,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class FamilyConfig:
-    """A depth/width rule: one model per depth, hidden = aspect_ratio x layers rounded to whole heads."""
+    """A depth/width rule: one model per depth, hidden = aspect_ratio x layers rounded to whole heads.
+
+    With max_aspect_ratio, every whole-head width from aspect_ratio to max_aspect_ratio x layers at each depth:
+    finer steps in N than one model per depth (Kaplan et al.: loss depends little on the aspect ratio in this
+    range), which small ladders need to sample both sides of each IsoFLOP minimum."""
     aspect_ratio: int = 32  # hidden_size / num_layers
+    max_aspect_ratio: Optional[int] = None
     head_dim: int = 32
     heads_per_group: int = 2  # grouped-query attention: query heads per KV head (1 = multi-head attention)
     ffn_ratio: float = 8 / 3  # SwiGLU MLP width / hidden size
@@ -78,6 +83,18 @@ class FitConfig:
 
 
 @dataclass
+class PredictConfig:
+    """`predict`: the target run, as a compute budget (the family's shape nearest approach 3's N_opt) or as a
+    shape and a token count; trained with the ladder's recipe (plan.json) unless train=false."""
+    flops: Optional[float] = None
+    num_layers: Optional[int] = None
+    hidden_size: Optional[int] = None
+    tokens: Optional[float] = None
+    train: bool = True
+    out: Optional[str] = None  # default <ladder>/predict
+
+
+@dataclass
 class ScalingConfig:
     ladder: str = "runs/ladder"  # plan writes the ladder here; run trains it
     budgets: list[float] = field(default_factory=lambda: [1e15, 3e15, 1e16])
@@ -89,6 +106,7 @@ class ScalingConfig:
     exclude_highest_loss: int = 0  # fit: drop the k highest-loss runs (Besiroglu et al. drop 5)
     target_flops: Optional[float] = None  # compute-optimal answer for this budget; None: 10x the largest budget
     fit: FitConfig = field(default_factory=FitConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
     python: Optional[str] = None  # run: interpreter for the trainer subprocesses; None = this one
 
 
@@ -109,6 +127,9 @@ def validate(cfg: ScalingConfig, command: str) -> None:
     if fam.max_layers < fam.min_layers:
         _fail(f"families.{cfg.family}.max_layers", f"{fam.max_layers} < min_layers={fam.min_layers}",
               "raise max_layers")
+    if fam.max_aspect_ratio is not None and fam.max_aspect_ratio < fam.aspect_ratio:
+        _fail(f"families.{cfg.family}.max_aspect_ratio", f"{fam.max_aspect_ratio} < aspect_ratio={fam.aspect_ratio}",
+              "raise it, or set it to null for one width per depth")
     p = cfg.plan
     if command == "plan":
         if not cfg.budgets or any(float(b) <= 0 for b in cfg.budgets):
@@ -141,6 +162,21 @@ def validate(cfg: ScalingConfig, command: str) -> None:
         _fail("exclude_highest_loss", f"must be >= 0, got {cfg.exclude_highest_loss}", "use 0 or e.g. 5")
     if cfg.target_flops is not None and cfg.target_flops <= 0:
         _fail("target_flops", f"must be positive, got {cfg.target_flops}", "e.g. target_flops=5.76e23")
+    if command == "predict":
+        t = cfg.predict
+        shape_given = [t.num_layers is not None, t.hidden_size is not None, t.tokens is not None]
+        if not ((t.flops is not None and not any(shape_given)) or (t.flops is None and all(shape_given))):
+            _fail("predict", "give either predict.flops (a budget) or all of predict.num_layers, "
+                  "predict.hidden_size and predict.tokens", "e.g. predict.flops=4e12, or predict.num_layers=4 "
+                  "predict.hidden_size=64 predict.tokens=2e6")
+        for key in ("flops", "num_layers", "hidden_size", "tokens"):
+            if getattr(t, key) is not None and getattr(t, key) <= 0:
+                _fail(f"predict.{key}", f"must be positive, got {getattr(t, key)}", "give a positive value")
+        if 3 not in f.approaches:
+            _fail("fit.approaches", "predict uses approach 3's L(N, D)", "keep 3 in fit.approaches")
+        if cfg.data is None or not (Path(cfg.data) / "plan.json").is_file():
+            _fail("data", f"{cfg.data} is not a planned ladder (no plan.json)", "pass data=<ladder dir> planned "
+                  "and trained with python -m tools.scaling plan/run")
     if command == "fit":
         if cfg.data is None:
             _fail("data", "no data given", "pass data=<ladder dir or csv>")

@@ -28,8 +28,8 @@ class ModelShape:
         return f"L{self.num_layers}_H{self.hidden_size}"
 
 
-def shape_for_depth(fam: FamilyConfig, layers: int) -> ModelShape:
-    heads = max(1, round(fam.aspect_ratio * layers / fam.head_dim))
+def shape_for_depth(fam: FamilyConfig, layers: int, heads: int | None = None) -> ModelShape:
+    heads = heads or max(1, round(fam.aspect_ratio * layers / fam.head_dim))
     hidden = heads * fam.head_dim
     groups = max(1, heads // fam.heads_per_group)
     while heads % groups:  # the KV groups must divide the heads
@@ -39,9 +39,15 @@ def shape_for_depth(fam: FamilyConfig, layers: int) -> ModelShape:
 
 
 def family_shapes(fam: FamilyConfig) -> list[ModelShape]:
-    """Every distinct shape of the family, smallest first."""
+    """Every distinct shape of the family, by depth then width (the planner orders them by parameters)."""
     shapes: dict[tuple[int, int], ModelShape] = {}
     for layers in range(fam.min_layers, fam.max_layers + 1):
-        s = shape_for_depth(fam, layers)
-        shapes[(s.num_layers, s.hidden_size)] = s
+        if fam.max_aspect_ratio is None:
+            head_counts = [None]
+        else:
+            lo = max(1, round(fam.aspect_ratio * layers / fam.head_dim))
+            head_counts = range(lo, max(lo, int(fam.max_aspect_ratio * layers // fam.head_dim)) + 1)
+        for heads in head_counts:
+            s = shape_for_depth(fam, layers, heads)
+            shapes[(s.num_layers, s.hidden_size)] = s
     return list(shapes.values())

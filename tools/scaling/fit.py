@@ -30,6 +30,7 @@ class GroupFit:
     target: float
     curves: list[RunCurve] = field(default_factory=list)
     law: ParametricLaw | None = None
+    law_samples: dict[str, list[float]] = field(default_factory=dict)  # approach 3 bootstrap replicates
     minima: list[dict] = field(default_factory=list)
     isoflop: dict | None = None
     envelope: tuple | None = None
@@ -87,6 +88,7 @@ def fit_group(points: Points, cfg: ScalingConfig, curves: list[RunCurve] | None 
                      "D_opt": float(law.optimal_d(target, k)),
                      "loss_opt": float(law.loss(law.optimal_n(target, k), law.optimal_d(target, k)))}
             s = bootstrap(one, len(n), boot.n, boot.seed)
+            g.law_samples = s
             est = with_intervals(point, s, boot.level)
             doc["approach3"] = {**{k_: est[k_] for k_ in ("E", "A", "B", "alpha", "beta")},
                                 "a": summarize(law.beta / (law.alpha + law.beta),

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from pretrain.flops import count_params, flops_per_token
-from tools.scaling.config import ConfigError, ScalingConfig
+from tools.scaling.config import ConfigError, FamilyConfig, PlanConfig, ScalingConfig
 from tools.scaling.family import ModelShape, family_shapes
 
 
@@ -67,6 +67,23 @@ def _budget_label(budget: float) -> str:
     return f"{mant}e{int(exp)}"
 
 
+def run_overrides(p: PlanConfig, fam: FamilyConfig, shape: ModelShape, vocab: int, iters: int,
+                  run_dir: Path) -> list[str]:
+    """The trainer overrides of one run of a ladder (and of a run predicted from it: same recipe)."""
+    return [*p.overrides, *shape.overrides(),
+            f"model.untie_embeddings={str(fam.untie_embeddings).lower()}",
+            f"model.vocab_size={vocab}",  # the FLOPs planned are the FLOPs trained
+            f"train.iters={iters}", "train.tokens=null",
+            f"train.global_batch_size={p.global_batch_size}",
+            f"train.micro_batch_size={p.micro_batch_size}",
+            f"train.eval_interval={max(1, math.ceil(iters / p.eval_points))}",
+            f"train.eval_iters={p.eval_iters}", f"train.save_interval={iters}",
+            f"train.log_interval={p.log_interval}",
+            f"optim.lr={p.lr}", f"optim.min_lr={p.min_lr}", f"optim.decay={p.decay}",
+            f"optim.warmup_iters={max(1, min(iters - 1, int(round(p.warmup_fraction * iters))))}",
+            f"run.dir={run_dir}", f"run.seed={p.seed}"]
+
+
 def plan_ladder(cfg: ScalingConfig) -> Plan:
     fam = cfg.families[cfg.family]
     p = cfg.plan
@@ -74,6 +91,8 @@ def plan_ladder(cfg: ScalingConfig) -> Plan:
     tokens_per_step = p.global_batch_size * fam.seq_length
     shapes = family_shapes(fam)
     counts = [count_params(s, vocab, untie_embeddings=fam.untie_embeddings) for s in shapes]
+    order = sorted(range(len(shapes)), key=lambda i: (counts[i]["total"], shapes[i].num_layers))
+    shapes, counts = [shapes[i] for i in order], [counts[i] for i in order]
     fpts = [flops_per_token(s, vocab) if p.tokens == "formula" else 6.0 * c["total"] for s, c in zip(shapes, counts)]
     runs, skipped = [], []
     for budget in sorted(float(b) for b in cfg.budgets):
@@ -100,19 +119,7 @@ def plan_ladder(cfg: ScalingConfig) -> Plan:
                                 f"{p.min_iters}; raise the budget or lower plan.global_batch_size"})
                 continue
             name = f"C{_budget_label(budget)}_{s.name}"
-            run_dir = Path(cfg.ladder) / "runs" / name
-            overrides = [*p.overrides, *s.overrides(),
-                         f"model.untie_embeddings={str(fam.untie_embeddings).lower()}",
-                         f"model.vocab_size={vocab}",  # the FLOPs planned are the FLOPs trained
-                         f"train.iters={iters}", "train.tokens=null",
-                         f"train.global_batch_size={p.global_batch_size}",
-                         f"train.micro_batch_size={p.micro_batch_size}",
-                         f"train.eval_interval={max(1, math.ceil(iters / p.eval_points))}",
-                         f"train.eval_iters={p.eval_iters}", f"train.save_interval={iters}",
-                         f"train.log_interval={p.log_interval}",
-                         f"optim.lr={p.lr}", f"optim.min_lr={p.min_lr}", f"optim.decay={p.decay}",
-                         f"optim.warmup_iters={max(1, min(iters - 1, int(round(p.warmup_fraction * iters))))}",
-                         f"run.dir={run_dir}", f"run.seed={p.seed}"]
+            overrides = run_overrides(p, fam, s, vocab, iters, Path(cfg.ladder) / "runs" / name)
             tokens = iters * tokens_per_step
             runs.append(PlannedRun(name, budget, s, c["total"], c["non_embedding"], fpt, tokens, iters,
                                    tokens * fpt, overrides))
@@ -126,6 +133,7 @@ def write_plan(plan: Plan, cfg: ScalingConfig) -> Path:
     ladder = Path(cfg.ladder)
     ladder.mkdir(parents=True, exist_ok=True)
     doc = {"family": cfg.family, "family_config": asdict(cfg.families[cfg.family]), "budgets": list(cfg.budgets),
+           "plan_config": asdict(cfg.plan),
            "vocab_size": plan.vocab_size, "tokens_rule": cfg.plan.tokens,
            "runs": [asdict(r) for r in plan.runs], "skipped": plan.skipped}
     tmp = ladder / "plan.json.tmp"
