@@ -6,7 +6,8 @@
 4. train the tiny Llama-style model with 2 processes (torchrun, data parallel) for a few hundred steps;
 5. sample from it (KV cache; temperature / top-p and greedy), export it to Hugging Face format and generate from
    the export through transformers;
-6. train a tiny scaling ladder, fit it, plot it, and print the compute-optimal answer for a stated budget.
+6. train a scaling ladder (on shards of a 512-piece BPE), fit it, plot it, print the compute-optimal answer for a
+   stated budget, then predict the loss of a run at 4x the ladder's largest budget, train it and compare.
 Each step is skipped when its output is already there, so a second run goes straight to training.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "quickstart"
 VOCAB = 4096
+LADDER_VOCAB = 512  # the ladder's small vocabulary: its models are mostly non-embedding parameters
 
 
 def build_data(data_dir: Path = DATA, vocab_size: int = VOCAB) -> list[str]:
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_ladder:
         from tools.scaling import quickstart_ladder
 
-        quickstart_ladder(overrides, ROOT / "runs" / "quickstart_ladder", args.budget)
+        ladder_data = build_data(DATA / f"ladder_bpe{LADDER_VOCAB}", LADDER_VOCAB)
+        quickstart_ladder(ladder_data, ROOT / "runs" / "quickstart_ladder", args.budget)
     print(f"[quickstart] done in {time.time() - t0:.0f} s")
     return 0
 

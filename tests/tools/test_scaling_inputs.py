@@ -155,7 +155,7 @@ def test_planned_overrides_fit_the_trainer_schema(tmp_path):
     from tools.scaling.plan import plan_ladder
     from tools.scaling.quickstart import QUICKSTART
 
-    cfg = load_config("plan", [f"ladder={tmp_path}", "plan.vocab_size=4096", *QUICKSTART])
+    cfg = load_config("plan", [f"ladder={tmp_path}", "plan.vocab_size=512", *QUICKSTART])
     for run in plan_ladder(cfg).runs:
         pc = OmegaConf.structured(PretrainConfig)
         for ov in OverridesParser.create().parse_overrides(run.overrides):

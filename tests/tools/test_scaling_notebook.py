@@ -33,7 +33,8 @@ def test_notebook_executes(tmp_path, monkeypatch):
     assert "within Besiroglu et al.'s standard errors: True" in text
     assert "compute-optimal at C = 3e+17" in text  # the ladder section ran
     assert "off the curve" not in text  # the synthetic runs all follow the law
+    assert "predicted final val loss" in text and "4.0x the largest ladder run" in text
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 6
+    assert len(images) >= 7
     assert (tmp_path / "out" / "porian" / "fit.json").is_file()
     assert (tmp_path / "out" / "chinchilla_excl5" / "frontier.svg").is_file()

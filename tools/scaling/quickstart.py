@@ -1,5 +1,6 @@
-"""The quickstart's tiny ladder: a few model sizes x a few budgets trained on CPU on the sample data, then the
-fits, the plots, and the compute-optimal answer for a stated budget. Called by tools/quickstart.py."""
+"""The quickstart's ladder: model sizes x budgets trained on CPU on the sample data, the fits, the plots, the
+compute-optimal answer for a stated budget, and a bigger run predicted, trained and compared.
+Called by tools/quickstart.py."""
 
 from __future__ import annotations
 
@@ -8,28 +9,33 @@ from pathlib import Path
 from tools.scaling.config import load_config, validate
 from tools.scaling.fit import format_summary, run_fit
 from tools.scaling.plan import format_plan, plan_ladder, write_plan
+from tools.scaling.predict import run_predict
 from tools.scaling.runner import run_ladder
 
-# Sized for ~6 minutes on 2 CPU cores in total (9 runs; a good part of it process start-up and megatron's setup)
-# with the quickstart's 4,096-piece tokenizer: 3 budgets, a small Llama family in 16-wide heads, 64-token
-# sequences, 8 sequences per step. At this size the embeddings are most of the parameters and the runs see well
-# under 20 tokens per parameter: the answer shows the machinery end to end, not a law to plan a real run with.
+# Sized to say something in a few minutes on 2 CPU cores: a 512-piece BPE (so the non-embedding parameters are
+# a large part of the bigger models), Llama-style models 1-4 layers deep with every 8-wide-head width from 16 to
+# 32 x depth (fine steps in N), 3 budgets a decade apart with 5 sizes each spanning 2-100 tokens per parameter
+# (both sides of each IsoFLOP minimum), 128-token sequences, 16 sequences per step. Then a run at 4x the largest
+# budget is predicted from the fit, trained, and compared.
 QUICKSTART = [
-    "budgets=[3e10,6e10,1.2e11]",
-    "families.llama.aspect_ratio=16", "families.llama.head_dim=16", "families.llama.min_layers=1",
-    "families.llama.max_layers=6", "families.llama.seq_length=64",
-    "plan.sizes_per_budget=3", "plan.min_tokens_per_param=0.05", "plan.max_tokens_per_param=20",
-    "plan.global_batch_size=8", "plan.micro_batch_size=8", "plan.min_iters=20",
-    "plan.warmup_fraction=0.1", "plan.lr=3e-3", "plan.min_lr=3e-4", "plan.eval_points=2", "plan.eval_iters=2",
+    "budgets=[1e11,3e11,1e12]",
+    "families.llama.aspect_ratio=16", "families.llama.max_aspect_ratio=32", "families.llama.head_dim=8",
+    "families.llama.ffn_multiple=8", "families.llama.min_layers=1", "families.llama.max_layers=8",
+    "families.llama.seq_length=128",
+    "plan.sizes_per_budget=5", "plan.min_tokens_per_param=2", "plan.max_tokens_per_param=100",
+    "plan.global_batch_size=16", "plan.micro_batch_size=16", "plan.min_iters=20",
+    "plan.warmup_fraction=0.05", "plan.lr=3e-3", "plan.min_lr=3e-4", "plan.eval_points=2", "plan.eval_iters=16",
 ]
+PREDICT_FACTOR = 4  # the predicted run's budget, in multiples of the ladder's largest
 
 
 def quickstart_ladder(data_cfg_overrides: list[str], out_dir: Path, budget_flops: float,
-                      extra: list[str] | None = None) -> dict:
-    """Plan, train (sequential subprocesses, one process each), fit and plot; print the answer for budget_flops.
+                      extra: list[str] | None = None, predict: bool = True) -> dict:
+    """Plan, train (sequential subprocesses, one process each), fit and plot; print the answer for budget_flops;
+    then predict a run at PREDICT_FACTOR x the largest budget, train it and print predicted against measured.
 
-    data_cfg_overrides: trainer overrides naming the sample shards and tokenizer (data.paths=..., ...).
-    Returns {"ladder", "fit_json", "plots", "failed", "answer"}.
+    data_cfg_overrides: trainer overrides naming the shards and tokenizer (data.paths=..., ...).
+    Returns {"ladder", "fit_json", "plots", "failed", "answer", "prediction"}.
     """
     out_dir = Path(out_dir)
     ladder = out_dir / "ladder"
@@ -47,9 +53,17 @@ def quickstart_ladder(data_cfg_overrides: list[str], out_dir: Path, budget_flops
     print(format_summary(doc))
     answer = answer_for(doc)
     print(answer["text"], flush=True)
-    print("(a toy ladder on CPU: it shows the machinery end to end; plan a real ladder with larger budgets)")
+    prediction = None
+    if predict and not failed:
+        target = PREDICT_FACTOR * max(float(b) for b in cfg.budgets)
+        print(f"predicting a run at {target:.3g} FLOPs ({PREDICT_FACTOR}x the largest budget) from the fit, then "
+              "training it", flush=True)
+        prediction = run_predict(load_config("predict", [f"data={ladder}", f"predict.flops={target}",
+                                                         f"predict.out={out_dir / 'predict'}", "fit.top_k=10",
+                                                         "fit.bootstrap.n=100"]),
+                                 log=lambda m: print(m, flush=True))
     return {"ladder": str(ladder), "fit_json": str(Path(doc["out"]) / "fit.json"), "plots": doc.get("plots", {}),
-            "failed": failed, "answer": answer}
+            "failed": failed, "answer": answer, "prediction": prediction}
 
 
 def answer_for(doc: dict) -> dict:
