@@ -85,6 +85,9 @@ class TrainConfig:
     # zero-shot tasks (pretrain.evaluate: cloze, choice), built from the run's own validation documents and run
     # through lm-evaluation-harness on every periodic checkpoint; results go to metrics.jsonl as eval/<task>/<metric>
     eval_tasks: list[str] = field(default_factory=list)
+    # with several sources in data.paths: also the validation loss of each source on its own validation split
+    # (eval_iters global batches each), logged as val_loss/<source name> next to val_loss (the blend)
+    eval_per_source: bool = True
 
 
 @dataclass
@@ -106,6 +109,9 @@ class OptimConfig:
 class DataConfig:
     paths: list[Any] = field(default_factory=list)  # [prefix, ...] or [weight, prefix, weight, prefix, ...]
     split: str = "98,2,0"  # train, validation, test weights over documents
+    # names of the sources in data.paths (in order), for the val_loss/<name> keys; None: each prefix's basename
+    # without _text_document, numbered where two collide (source_names below)
+    source_names: Optional[list[str]] = None
     tokenizer_model: Optional[str] = None
     cache_dir: Optional[str] = None  # megatron's dataset index cache; default <run.dir>/data_cache
     num_workers: int = 0
@@ -230,6 +236,7 @@ def validate(cfg: PretrainConfig, world_size: int, check_data: bool = True):
         fail("logging.wandb.mode", f"unknown mode {cfg.logging.wandb.mode!r}",
               "use offline (default), online or disabled")
     _validate_performance(cfg)
+    _validate_source_names(cfg)
     if check_data:
         _validate_data(cfg)
     return layout
@@ -357,6 +364,45 @@ def parse_blend(paths: list[Any]) -> tuple[list[str], Optional[list[float]]]:
             fail("data.paths", f"weights must be positive, got {weights}", "drop a shard instead of weight 0")
         return items[1::2], weights
     return items, None
+
+
+def source_names(cfg: PretrainConfig) -> list[str]:
+    """The name of each source of data.paths, in order: data.source_names, else the prefix's basename without
+    _text_document; names that collide get _1, _2, ... in data.paths order."""
+    prefixes, _ = parse_blend(cfg.data.paths)
+    if cfg.data.source_names is not None:
+        return [str(x) for x in cfg.data.source_names]
+    base = [Path(p).name.removesuffix("_text_document") or Path(p).name for p in prefixes]
+    names: list[str] = []
+    for b in base:
+        if base.count(b) == 1:
+            names.append(b)
+            continue
+        k = 1
+        while f"{b}_{k}" in names or f"{b}_{k}" in base:
+            k += 1
+        names.append(f"{b}_{k}")
+    return names
+
+
+def _validate_source_names(cfg: PretrainConfig) -> None:
+    names = cfg.data.source_names
+    if names is None:
+        return
+    prefixes, _ = parse_blend(cfg.data.paths)
+    names = [str(x) for x in names]
+    if len(names) != len(prefixes):
+        fail("data.source_names", f"{len(names)} names {names} for the {len(prefixes)} sources of data.paths",
+             "give one name per source prefix, in data.paths order, or data.source_names=null for the "
+             "prefixes' basenames")
+    bad = [x for x in names if not x.strip() or "/" in x or x != x.strip()]
+    if bad:
+        fail("data.source_names", f"names must be non-empty, without '/' or surrounding spaces; got {bad}",
+             "use short labels such as [web,wiki,code]")
+    dup = sorted({x for x in names if names.count(x) > 1})
+    if dup:
+        fail("data.source_names", f"duplicate names {dup}: each becomes the key val_loss/<name>",
+             "give every source its own name")
 
 
 def parse_split(split: str) -> list[float]:

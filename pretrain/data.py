@@ -5,19 +5,24 @@ parallel layout: global batch k is samples [k*gbs, (k+1)*gbs) of the (blended, s
 data-parallel rank d takes the d-th contiguous slice of it, cut into micro-batches. The validation set is a fixed
 set of `eval_iters` global batches, evaluated the same way each time, so validation losses are comparable across
 steps and runs.
+
+With several sources in data.paths (and train.eval_per_source), each source also gets its own validation set:
+a GPTDataset over that prefix's validation documents, cut with the same data.split as the blend (megatron splits
+each shard by document), so it holds none of the documents the run trains on, and `eval_iters` global batches
+of it are evaluated every time.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 import torch
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
 from data_pipeline.samples import file_sha256
-from pretrain.config import PretrainConfig, parse_blend, train_iters
+from pretrain.config import PretrainConfig, parse_blend, source_names, train_iters
 
 
 class SentencePieceIds:
@@ -38,6 +43,8 @@ class SentencePieceIds:
 class Datasets:
     train: GPTDataset
     valid: GPTDataset | None
+    # source name -> that source's own validation set (empty with one source or train.eval_per_source=false)
+    valid_by_source: dict[str, GPTDataset] = field(default_factory=dict)
 
 
 def build_datasets(cfg: PretrainConfig, cache_dir: str) -> Datasets:
@@ -59,12 +66,21 @@ def build_datasets(cfg: PretrainConfig, cache_dir: str) -> Datasets:
         create_attention_mask=False,
         mmap_bin_files=True,
     )
+    # the test split is not used; with weights megatron needs a size for every split (None asserts), so 0
     train, valid, _ = BlendedMegatronDatasetBuilder(
-        GPTDataset, [n_train, n_valid, None], lambda: True, ds_cfg).build()
+        GPTDataset, [n_train, n_valid, 0 if weights else None], lambda: True, ds_cfg).build()
     if train is None or len(train) < n_train:
         raise ValueError(f"the training split yields {0 if train is None else len(train)} samples, "
                          f"{n_train} needed; check data.paths and data.split")
-    return Datasets(train, valid if n_valid else None)
+    by_source = {}
+    if n_valid and cfg.train.eval_per_source and len(prefixes) > 1:
+        for name, prefix in zip(source_names(cfg), prefixes):
+            # one prefix, no weights: megatron builds plain GPTDatasets with this prefix's split of documents,
+            # the same document ranges as the blend's mid-level datasets (the split depends only on data.split
+            # and the shard's document count)
+            _, by_source[name], _ = BlendedMegatronDatasetBuilder(
+                GPTDataset, [None, n_valid, None], lambda: True, replace(ds_cfg, blend=([prefix], None))).build()
+    return Datasets(train, valid if n_valid else None, by_source)
 
 
 def load_microbatches(dataset, start: int, cfg: PretrainConfig, dp_rank: int, dp_size: int,

@@ -1,6 +1,8 @@
 """Loss against tokens, throughput, FLOPs and MFU: one JSON line per logged step, and the same to wandb.
 
-`<run.dir>/metrics.jsonl` is appended to (a resumed run adds lines; steps after the resumed checkpoint appear
+Validation lines also hold `val_loss` (the blend of data.paths), `val_time_s` (seconds the evaluation took) and,
+with several sources, `val_loss/<source>` per source (pretrain.config.source_names), each on its own validation
+documents. `<run.dir>/metrics.jsonl` is appended to (a resumed run adds lines; steps after the resumed checkpoint appear
 again, and readers keep the last line per step). wandb runs offline by default, so it works with no network;
 `logging.wandb.mode=online` syncs, `disabled` turns it off.
 """
@@ -86,3 +88,19 @@ def read_metrics(path: Path) -> list[dict]:
             rec = json.loads(line)
             by_step[rec["step"]] = rec
     return [by_step[k] for k in sorted(by_step)]
+
+
+VAL_SOURCE_PREFIX = "val_loss/"
+
+
+def val_loss_by_source(rows: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
+    """{source: (tokens, validation loss)} from metrics rows' val_loss/<source> keys, in row order; a null
+    (non-finite) value is left out."""
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith(VAL_SOURCE_PREFIX) and value is not None:
+                tokens, losses = out.setdefault(key[len(VAL_SOURCE_PREFIX):], ([], []))
+                tokens.append(float(row["tokens"]))
+                losses.append(float(value))
+    return out

@@ -2,7 +2,8 @@
 
     <run.dir>/config.yaml      the resolved trainer config
     <run.dir>/run_info.json    parameters (with and without embeddings), FLOPs per token, layout, steps
-    <run.dir>/metrics.jsonl    one JSON line per logged step (pretrain.metrics)
+    <run.dir>/metrics.jsonl    one JSON line per logged step (pretrain.metrics); validation steps add val_loss and,
+                               with several data sources, val_loss/<source> (read by pretrain.metrics.val_loss_by_source)
     <run.dir>/checkpoints/     iter_XXXXXXX/ directories and the `latest` pointer (pretrain.checkpoint)
     <run.dir>/finished.json    written once the run has trained all its steps
     <run.dir>/exit.json        why the last attempt stopped: {"code", "reason", "step"}; read by slurm/pretrain.sbatch

@@ -4,7 +4,7 @@
     Trainer.__init__         parallel state, model chunks + DDP + optimizer + LR schedule, resume, data, metrics
     Trainer.fit              the loop: train_step, log, evaluate, checkpoint, stop on a signal / exit_interval
     Trainer.train_step       one global batch through megatron's pipeline schedule, then a guarded update
-    Trainer.evaluate         the fixed validation set
+    Trainer.evaluate         the fixed validation set (the blend's, and each source's when there are several)
 
 Parallelism is megatron-core's (TP / PP / VPP / DP, the distributed optimizer), laid out once by
 pretrain.layout.Layout. Checkpoints (pretrain.checkpoint) are layout-independent; the run directory's files are
@@ -133,7 +133,11 @@ class Trainer:
             self._account(result)
             record = self._record(result, time.perf_counter() - t0)
             if t.eval_iters > 0 and (step % t.eval_interval == 0 or step == self.total):
+                t_eval = time.perf_counter()
                 record["val_loss"] = self.evaluate()
+                for name, dataset in self.datasets.valid_by_source.items():
+                    record[f"val_loss/{name}"] = self.evaluate(dataset)
+                record["val_time_s"] = time.perf_counter() - t_eval
             saving = (step % t.save_interval == 0 or step == self.total) and not self.nonfinite_in_a_row
             if saving:
                 path = self.save("interval" if step < self.total else "final")
@@ -169,13 +173,16 @@ class Trainer:
         applied, grad_norm = guarded_update(self.optimizer, loss, self.cfg.optim.clip_grad)
         return StepResult(loss, grad_norm, lr, applied, wait_s)
 
-    def evaluate(self) -> float:
+    def evaluate(self, dataset=None) -> float:
+        """Mean loss over the first eval_iters global batches of `dataset` (default: the blend's validation
+        set), the same batches every time; the same number on every rank, whatever the TP/PP/DP layout."""
+        dataset = self.datasets.valid if dataset is None else dataset
         for m in self.model:
             m.eval()
         total = 0.0
         with torch.no_grad():
             for k in range(self.cfg.train.eval_iters):
-                loss, _ = self._run_batches(self.datasets.valid, k * self.cfg.train.global_batch_size, True)
+                loss, _ = self._run_batches(dataset, k * self.cfg.train.global_batch_size, True)
                 total += loss
         for m in self.model:
             m.train()
@@ -333,8 +340,11 @@ class Trainer:
                 and not record["skipped"]:
             return
         self.metrics.log(record)
+        by_source = ", ".join(f"{k.removeprefix('val_loss/')} {v:.4f}" for k, v in record.items()
+                              if k.startswith("val_loss/"))
         _print0(f"step {step:6d}/{self.total} | tokens {record['tokens']:>11,d} | loss {record['loss']:.4f}"
                 + (f" | val {record['val_loss']:.4f}" if "val_loss" in record else "")
+                + (f" ({by_source})" if by_source else "")
                 + f" | lr {record['lr']:.2e} | {record['tokens_per_s']:,.0f} tok/s"
                 + (" | SKIPPED" if record["skipped"] else ""))
 

@@ -5,6 +5,7 @@ val_loss where validation ran), config.yaml (the resolved trainer config), run_i
 finished.json. Parameters (with and without embeddings) and FLOPs per token come from pretrain/flops.py on the
 run's resolved model config. Each run is checked; a run that stopped early, has NaN/inf losses, diverged or
 duplicates another is excluded with the reason.
+With several data sources the trainer also logs val_loss/<source>; RunCurve.val_loss_by_source holds them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from pretrain.flops import count_params, flops_per_token
+from pretrain.metrics import val_loss_by_source
 from pretrain.rundir import RunDir
 
 FINAL_TRAIN_WINDOW = 10  # the final training loss is the mean of the last 10 logged steps
@@ -39,6 +41,9 @@ class RunCurve:
     val_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0))
     val_flops: np.ndarray = field(default_factory=lambda: np.zeros(0))
     val_loss: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # per data source (the trainer's val_loss/<source> keys): source -> tokens, source -> validation loss
+    val_tokens_by_source: dict[str, np.ndarray] = field(default_factory=dict)
+    val_loss_by_source: dict[str, np.ndarray] = field(default_factory=dict)
     finished: bool = False
     corrupt_lines: int = 0
     problem: str | None = None  # why the run is excluded from fits, None if usable
@@ -101,6 +106,8 @@ def read_run(run: Path, budget: float | None = None, planned_iters: int | None =
     rc.val_tokens = np.array([float(r["tokens"]) for r in val])
     rc.val_flops = np.array([float(r.get("flops", r["tokens"] * rc.flops_per_token)) for r in val])
     rc.val_loss = np.array([float(r["val_loss"]) for r in val])
+    for source, (tokens, losses) in val_loss_by_source(rows).items():
+        rc.val_tokens_by_source[source], rc.val_loss_by_source[source] = np.array(tokens), np.array(losses)
     rc.finished = RunDir(run).finished() is not None
     bad = np.flatnonzero(~np.isfinite(rc.loss))
     bad_val = np.flatnonzero(~np.isfinite(rc.val_loss))

@@ -1,5 +1,6 @@
-"""The three scaling plots, each as PNG and SVG: loss vs tokens per model size, IsoFLOP profiles with their
-minima, and the compute-optimal frontier with the target budget marked."""
+"""The scaling plots, each as PNG and SVG: loss vs tokens per model size, IsoFLOP profiles with their minima, the
+compute-optimal frontier with the target budget marked; from ladder directories also loss vs compute per run and,
+when runs logged per-source validation losses (val_loss/<source>), validation loss vs tokens per source."""
 
 from __future__ import annotations
 
@@ -93,6 +94,37 @@ def plot_loss_vs_flops(g, out: Path, prefix: str = "") -> list[str]:
     return _save(fig, out, prefix + "loss_vs_flops")
 
 
+def plot_loss_vs_tokens_by_source(g, out: Path, prefix: str = "") -> list[str]:
+    """One log-log panel per data source: each run's validation loss on that source's held-out documents
+    against tokens, coloured by model size (the same colour scale in every panel, a shared loss axis)."""
+    sources = sorted({s for r in g.curves for s in r.val_loss_by_source})
+    ncols = min(3, len(sources))
+    nrows = -(-len(sources) // ncols)
+    fig = Figure(figsize=(4.2 * ncols + 1.2, 3.4 * nrows))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)).ravel()
+    col = _colors(g.n)
+    n_of = dict(zip(g.points.name, g.n))
+    for ax, source in zip(axes, sources):
+        for r in sorted(g.curves, key=lambda r: n_of[r.name]):
+            if source in r.val_loss_by_source:
+                ax.plot(r.val_tokens_by_source[source], r.val_loss_by_source[source], "o-", color=col[n_of[r.name]],
+                        ms=3, lw=1)
+        ax.set_title(f"val_loss/{source}", fontsize=9)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", lw=0.3, alpha=0.5)
+    for ax in axes[len(sources):]:
+        ax.set_visible(False)
+    for ax in axes[(nrows - 1) * ncols:]:
+        ax.set_xlabel("tokens D")
+    for ax in axes[::ncols]:
+        ax.set_ylabel("validation loss")
+    fig.colorbar(ScalarMappable(cmap="viridis", norm=LogNorm(g.n.min(), max(g.n.max(), g.n.min() * 1.01))),
+                 ax=list(axes[:len(sources)]), label="parameters N")
+    fig.suptitle("validation loss vs tokens per data source (each on its own held-out documents)", fontsize=10)
+    return _save(fig, out, prefix + "loss_vs_tokens_by_source")
+
+
 def plot_isoflops(g, out: Path, prefix: str = "") -> list[str]:
     fig, ax = _figure()
     pts = g.points
@@ -151,6 +183,8 @@ def plot_frontier(g, out: Path, prefix: str = "") -> list[str]:
 def plot_all(g, out: Path, prefix: str = "") -> dict[str, list[str]]:
     out.mkdir(parents=True, exist_ok=True)
     extra = {prefix + "loss_vs_flops": plot_loss_vs_flops(g, out, prefix)} if g.curves else {}
+    if any(r.val_loss_by_source for r in g.curves):
+        extra[prefix + "loss_vs_tokens_by_source"] = plot_loss_vs_tokens_by_source(g, out, prefix)
     return {**extra, prefix + "loss_vs_tokens": plot_loss_vs_tokens(g, out, prefix),
             prefix + "isoflops": plot_isoflops(g, out, prefix),
             prefix + "frontier": plot_frontier(g, out, prefix)}
