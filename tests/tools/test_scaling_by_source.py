@@ -61,3 +61,6 @@ def test_fit_writes_the_by_source_plot_only_when_runs_have_sources(ladders, tmp_
     assert (tmp_path / "with" / "loss_vs_tokens_by_source.svg").read_text().lstrip().startswith("<?xml")
     assert json.loads((tmp_path / "with" / "fit.json").read_text())["plots"]["loss_vs_tokens_by_source"] == [
         str(png), str(png.with_suffix(".svg"))]
+    runs = json.loads((tmp_path / "with" / "fit.json").read_text())["runs"]
+    assert all(set(r["final_val_loss_by_source"]) == set(FACTOR) for r in runs)
+    assert all(r["final_val_loss_by_source"] == {} for r in json.loads((tmp_path / "without" / "fit.json").read_text())["runs"])

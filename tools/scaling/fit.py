@@ -220,6 +220,8 @@ def run_fit(cfg: ScalingConfig, plots: bool = True) -> dict:
                         "flops": float(r.flops[-1]) if len(r.flops) else None,
                         "final_train_loss": r.final_loss("train") if len(r.loss) else None,
                         "final_val_loss": float(r.val_loss[-1]) if len(r.val_loss) else None,
+                        "final_val_loss_by_source": {k: float(v[-1]) for k, v in r.val_loss_by_source.items()
+                                                     if len(v)},
                         "corrupt_metrics_lines": r.corrupt_lines, "excluded": r.problem} for r in runs]
     if plots:
         from tools.scaling.plots import plot_all
