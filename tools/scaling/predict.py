@@ -16,7 +16,7 @@ import math
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +101,8 @@ def run_predict(cfg: ScalingConfig, log=print) -> dict:
     ladder = Path(cfg.data)
     fam, p, vocab = _ladder_recipe(ladder)
     groups, runs, _ = load_groups(cfg)
-    g = fit_group(groups["all"], cfg, runs)
+    # only approach 3 is used: the other fits and their bootstraps are not run
+    g = fit_group(groups["all"], replace(cfg, fit=replace(cfg.fit, approaches=[3], learning_curves=False)), runs)
     if g.law is None:
         raise ValueError(f"approach 3 could not be fitted on {ladder}: {g.doc['approach3'].get('error')}")
     target = choose_target(cfg, g, fam, p, vocab)
