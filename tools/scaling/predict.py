@@ -170,5 +170,5 @@ def plot_prediction(g: GroupFit, doc: dict, out: Path) -> list[str]:
     ax.set_xlabel("compute (FLOPs)")
     ax.set_ylabel(f"final {doc['loss']} loss")
     ax.set_title(f"prediction for {t['name']} ({t['flops_vs_largest_ladder_run']:.1f}x the largest ladder run)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
     return _save(fig, out, "prediction")

@@ -12,15 +12,16 @@ from tools.scaling.plan import format_plan, plan_ladder, write_plan
 from tools.scaling.predict import run_predict
 from tools.scaling.runner import run_ladder
 
-# Sized to say something in a few minutes on 2 CPU cores: a 512-piece BPE (so the non-embedding parameters are
-# a large part of the bigger models), Llama-style models 1-4 layers deep with every 8-wide-head width from 16 to
-# 32 x depth (fine steps in N), 3 budgets a decade apart with 5 sizes each spanning 2-100 tokens per parameter
-# (both sides of each IsoFLOP minimum), 128-token sequences, 16 sequences per step. Then a run at 4x the largest
-# budget is predicted from the fit, trained, and compared.
+# Sized to say something in ~8 minutes on 2 CPU cores: a 512-piece BPE (so non-embedding parameters are a large
+# part of the bigger models), 3-layer Llama-style models in 8-wide heads at every width from 16 to 144 (one depth:
+# at this scale a change of depth moves the loss more than the parameter count says, which scatters the IsoFLOP
+# profiles), 3 budgets a half-decade apart, 5 sizes each spanning 2-100 tokens per parameter (both sides of
+# each IsoFLOP minimum), 128-token sequences, 16 per step, validation over 16 batches (the whole held-out split).
+# Then a run at 4x the largest budget is predicted from the fit, trained, and compared.
 QUICKSTART = [
     "budgets=[1e11,3e11,1e12]",
-    "families.llama.aspect_ratio=16", "families.llama.max_aspect_ratio=32", "families.llama.head_dim=8",
-    "families.llama.ffn_multiple=8", "families.llama.min_layers=1", "families.llama.max_layers=8",
+    "families.llama.aspect_ratio=4", "families.llama.max_aspect_ratio=48", "families.llama.head_dim=8",
+    "families.llama.ffn_multiple=8", "families.llama.min_layers=3", "families.llama.max_layers=3",
     "families.llama.seq_length=128",
     "plan.sizes_per_budget=5", "plan.min_tokens_per_param=2", "plan.max_tokens_per_param=100",
     "plan.global_batch_size=16", "plan.micro_batch_size=16", "plan.min_iters=20",
