@@ -12,6 +12,7 @@ from pretrain.flops import count_params, flops_per_token
 from tools.scaling.__main__ import main
 from tools.scaling.config import ConfigError, load_config
 from tools.scaling.family import family_shapes
+from tools.scaling.plan import plan_ladder
 from tools.scaling.points import read_csv
 
 
@@ -60,6 +61,26 @@ def test_family_rule():
     shapes = family_shapes(cfg.families["llama"])
     assert [s.hidden_size for s in shapes[:4]] == [32, 64, 96, 128]
     assert all(s.ffn_hidden_size % 32 == 0 and s.ffn_hidden_size >= 8 / 3 * s.hidden_size for s in shapes)
+
+
+def test_family_with_a_range_of_aspect_ratios(tmp_path):
+    """max_aspect_ratio: every whole-head width from aspect_ratio to max_aspect_ratio x layers at each depth, and
+    the planner spreads each budget's sizes over them in parameter order."""
+    cfg = load_config("plan", ["families.llama.aspect_ratio=4", "families.llama.max_aspect_ratio=48",
+                               "families.llama.head_dim=8", "families.llama.min_layers=3",
+                               "families.llama.max_layers=3"])
+    assert [s.hidden_size for s in family_shapes(cfg.families["llama"])] == list(range(16, 145, 8))
+    cfg = load_config("plan", [f"ladder={tmp_path}", "budgets=[1e11,1e12]", "plan.vocab_size=512",
+                               "families.llama.aspect_ratio=8", "families.llama.max_aspect_ratio=32",
+                               "families.llama.head_dim=8", "families.llama.min_layers=2",
+                               "families.llama.max_layers=4", "plan.global_batch_size=16",
+                               "plan.micro_batch_size=16", "plan.sizes_per_budget=5"])
+    for budget in (1e11, 1e12):
+        runs = [r for r in plan_ladder(cfg).runs if r.budget == budget]
+        assert len(runs) == 5 and [r.params_total for r in runs] == sorted(r.params_total for r in runs)
+        assert len({r.params_total for r in runs}) == 5
+    with pytest.raises(ConfigError, match="families.llama.max_aspect_ratio: 2 < aspect_ratio=4"):
+        load_config("plan", ["families.llama.aspect_ratio=4", "families.llama.max_aspect_ratio=2"])
 
 
 @pytest.mark.parametrize("overrides, key", [

@@ -42,6 +42,13 @@ def _n_of(counts: dict, which: str) -> float:
     return float(counts["non_embedding" if which == "non_embedding" else "total"])
 
 
+def _fpt(shape: ModelShape, vocab: int, fam: FamilyConfig, p: PlanConfig) -> float:
+    """FLOPs per token by the ladder's own rule (plan.tokens)."""
+    if p.tokens == "6n":
+        return 6.0 * count_params(shape, vocab, untie_embeddings=fam.untie_embeddings)["total"]
+    return flops_per_token(shape, vocab)
+
+
 def choose_target(cfg: ScalingConfig, g: GroupFit, fam: FamilyConfig, p: PlanConfig, vocab: int) -> dict:
     """The target's shape, steps and tokens: given, or the family shape nearest N_opt(predict.flops)."""
     t = cfg.predict
@@ -52,7 +59,7 @@ def choose_target(cfg: ScalingConfig, g: GroupFit, fam: FamilyConfig, p: PlanCon
         counts = [count_params(s, vocab, untie_embeddings=fam.untie_embeddings) for s in shapes]
         i = int(np.argmin([abs(math.log(_n_of(c, cfg.fit.params) / n_opt)) for c in counts]))
         shape = shapes[i]
-        iters = max(1, int(round(t.flops / flops_per_token(shape, vocab) / tokens_per_step)))
+        iters = max(1, int(round(t.flops / _fpt(shape, vocab, fam, p) / tokens_per_step)))
         chosen_by = f"nearest family shape to approach 3's N_opt = {n_opt:.4g} at C = {t.flops:.3g}"
     else:
         if t.hidden_size % fam.head_dim:
@@ -63,7 +70,7 @@ def choose_target(cfg: ScalingConfig, g: GroupFit, fam: FamilyConfig, p: PlanCon
         chosen_by = "given"
     counts = count_params(shape, vocab, untie_embeddings=fam.untie_embeddings)
     tokens = iters * tokens_per_step
-    fpt = flops_per_token(shape, vocab)
+    fpt = _fpt(shape, vocab, fam, p)
     return {"name": f"{shape.name}_D{tokens:.3g}".replace("+", ""), "shape": shape, "iters": iters,
             "tokens": tokens, "params_total": counts["total"], "params_non_embedding": counts["non_embedding"],
             "n": _n_of(counts, cfg.fit.params), "flops": tokens * fpt, "chosen_by": chosen_by}
