@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--no-ladder", action="store_true", help="skip the scaling-ladder part")
-    ap.add_argument("--budget", type=float, default=1e15, help="FLOPs budget for the compute-optimal answer")
+    ap.add_argument("--budget", type=float, default=1e13,
+                    help="FLOPs budget for the compute-optimal answer (default: 10x the ladder's largest)")
     args = ap.parse_args(argv)
     t0 = time.time()
     overrides = build_data()
