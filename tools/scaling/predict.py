@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 import time
 from dataclasses import asdict, replace
@@ -22,12 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from pretrain.flops import count_params, flops_per_token
+from pretrain.rundir import RunDir
 from tools.scaling.bootstrap import summarize
 from tools.scaling.config import ConfigError, FamilyConfig, PlanConfig, ScalingConfig
 from tools.scaling.family import ModelShape, family_shapes, shape_for_depth
 from tools.scaling.fit import GroupFit, fit_group, load_groups
 from tools.scaling.ladder import read_run
 from tools.scaling.plan import read_plan, run_overrides
+from tools.scaling.runner import train_run
 
 
 def _ladder_recipe(ladder: Path) -> tuple[FamilyConfig, PlanConfig, int]:
@@ -87,17 +88,12 @@ def predicted_loss(g: GroupFit, n: float, d: float, level: float) -> dict:
 def train_target(cfg: ScalingConfig, target: dict, fam: FamilyConfig, p: PlanConfig, vocab: int,
                  out: Path, log=print) -> Path:
     run_dir = out / target["name"]
-    run_dir.mkdir(parents=True, exist_ok=True)
     overrides = run_overrides(p, fam, target["shape"], vocab, target["iters"], run_dir)
-    from pretrain.rundir import RunDir
-
     if RunDir(run_dir).finished() is None:
         log(f"training the target {target['name']} in {run_dir} ({target['iters']} steps, "
             f"{target['tokens']:,} tokens, {target['flops']:.3g} FLOPs)")
         t0 = time.time()
-        with (run_dir / "ladder_stdout.log").open("ab") as f:
-            rc = subprocess.call([cfg.python or sys.executable, "-m", "pretrain", *overrides], stdout=f,
-                                 stderr=subprocess.STDOUT)
+        rc = train_run(cfg.python or sys.executable, overrides, run_dir)
         if rc != 0:
             raise RuntimeError(f"the target run failed (exit {rc}); see {run_dir / 'ladder_stdout.log'}")
         log(f"trained in {time.time() - t0:.0f} s")

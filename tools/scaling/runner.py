@@ -25,6 +25,13 @@ def run_dir_of(run: dict) -> Path:
     raise ValueError(f"planned run {run['name']} has no run.dir override")
 
 
+def train_run(python: str, overrides: list[str], run_dir: Path) -> int:
+    """`python -m pretrain <overrides>`, output appended to <run_dir>/ladder_stdout.log; returns the exit code."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "ladder_stdout.log").open("ab") as out:
+        return subprocess.call([python, "-m", "pretrain", *overrides], stdout=out, stderr=subprocess.STDOUT)
+
+
 def run_ladder(cfg: ScalingConfig, log=print) -> list[str]:
     """Train every planned run that has not finished; returns the names of the runs that failed."""
     plan = read_plan(Path(cfg.ladder))
@@ -35,10 +42,8 @@ def run_ladder(cfg: ScalingConfig, log=print) -> list[str]:
         if RunDir(rd).finished() is not None:
             log(f"[{i + 1}/{len(plan['runs'])}] {run['name']}: finished already, skipped")
             continue
-        rd.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        with (rd / "ladder_stdout.log").open("ab") as out:
-            rc = subprocess.call([python, "-m", "pretrain", *run["overrides"]], stdout=out, stderr=subprocess.STDOUT)
+        rc = train_run(python, run["overrides"], rd)
         status = "done" if rc == 0 else f"FAILED (exit {rc}; see {rd / 'ladder_stdout.log'})"
         if rc in (EXIT_PREEMPTED, EXIT_INTERVAL):
             status = f"stopped after a checkpoint (exit {rc}); run again to resume"
