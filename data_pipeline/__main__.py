@@ -11,23 +11,21 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def _hydra_main() -> None:
     import hydra
-    from omegaconf import OmegaConf
 
-    from data_pipeline.config import ConfigError, stage_config_from_dict
+    from data_pipeline.config import CONF_DIR, ConfigError, register_configs, to_stage_config
 
-    @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="data")
+    register_configs()
+
+    @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
     def main(hcfg) -> None:
         try:
             from data_pipeline.executors import run_stage
 
-            cfg = stage_config_from_dict(OmegaConf.to_container(hcfg, resolve=True))
+            cfg = to_stage_config(hcfg)
             run_stage(cfg)
         except (ConfigError, RuntimeError) as exc:
             raise SystemExit(f"error: {exc}") from None
@@ -36,8 +34,6 @@ def _hydra_main() -> None:
         if cfg.executor.kind != "mpi" or _mpi_rank() == 0:
             print(report(cfg.output.dir), flush=True)
 
-    # The config groups (filters/, executor/) live in conf/data/ next to the other roots' groups.
-    sys.argv.append(f"hydra.searchpath=[file://{CONF_DIR / 'data'}]")
     main()
 
 

@@ -1,25 +1,62 @@
-"""Typed configuration of a data-pipeline stage (Hydra fills it from conf/data.yaml), validated before any work."""
+"""Typed configuration of a data-pipeline stage, validated before any work.
+
+Hydra composes conf/data_pipeline/config.yaml over StageConfig (registered in Hydra's ConfigStore as
+`data_pipeline_schema`), so an unknown key, a wrong type or a value outside an enum fails at composition;
+`StageConfig.validate` then checks the values against each other.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-FORMATS = ("warc", "wet", "pages", "jsonl", "parquet", "hf")
-EXECUTORS = ("local", "slurm", "mpi")
-STAGES = ("filter", "dedup")
-SCOPES = ("global", "source", "snapshot")
-KEEP = ("quality", "longest", "first")
+import conf
+from conf import ConfigError, fail
+
+CONF_DIR = conf.CONF_DIR / "data_pipeline"
 
 
-class ConfigError(ValueError):
-    """A wrong configuration value; the message names the key and the fix."""
+class Stage(StrEnum):
+    filter = "filter"
+    dedup = "dedup"
+
+
+class InputFormat(StrEnum):
+    warc = "warc"
+    wet = "wet"
+    pages = "pages"  # one web page per file
+    jsonl = "jsonl"
+    parquet = "parquet"
+    hf = "hf"  # a local Hugging Face dataset folder
+
+
+class ExecutorKind(StrEnum):
+    local = "local"
+    slurm = "slurm"
+    mpi = "mpi"
+
+
+class Compression(StrEnum):
+    zstd = "zstd"
+    none = "none"  # gzip is not offered: it stamps the time, so reruns differ
+
+
+# global | source (each input path apart) | snapshot (each value of dedup.scope_key apart); the functional form
+# because `global` is a keyword, and Hydra matches a value by member name
+Scope = StrEnum("Scope", {"global": "global", "source": "source", "snapshot": "snapshot"}, module=__name__)
+
+
+class Keep(StrEnum):
+    quality = "quality"  # highest quality_key, then longest, then smallest id
+    longest = "longest"
+    first = "first"  # smallest id
 
 
 @dataclass
 class InputConfig:
     paths: list[str] = field(default_factory=list)  # folders, files or fsspec URLs (s3://, https://)
-    format: str = "warc"  # warc | wet | pages (one web page per file) | jsonl | parquet | hf (local dataset)
+    format: InputFormat = InputFormat.warc
     glob: str | None = None  # e.g. "*.warc.gz"; default: every file under the folder
     text_key: str = "text"
     id_key: str = "id"
@@ -35,7 +72,7 @@ class ExtractConfig:
 
 @dataclass
 class ExecutorConfig:
-    kind: str = "local"
+    kind: ExecutorKind = ExecutorKind.local
     tasks: int = 1
     workers: int = -1  # local: processes at once (-1: one per task); slurm: array tasks at once
     # slurm only
@@ -52,13 +89,13 @@ class ExecutorConfig:
 @dataclass
 class OutputConfig:
     dir: str | None = None
-    compression: str = "zstd"  # zstd | none (gzip is not offered: it stamps the time, so reruns differ)
+    compression: Compression = Compression.zstd
     exclusions: bool = True  # write each filter's removed documents (with the reason) under removed/
 
 
 @dataclass
 class DedupConfig:
-    """stage=dedup: exact, URL and MinHash near-duplicate removal (presets in conf/data/dedup/)."""
+    """stage=dedup: exact, URL and MinHash near-duplicate removal (presets in conf/data_pipeline/dedup/)."""
 
     preset: str = "fineweb"
     exact: bool = True  # same normalised text (NFKC, lower case, words only)
@@ -69,16 +106,16 @@ class DedupConfig:
     rows: int = 8
     threshold: float = 0.72  # a band candidate is a duplicate only if its signatures agree on this share
     seed: int = 1
-    scope: str = "global"  # global | source (each input path apart) | snapshot (each value of scope_key apart)
+    scope: Scope = Scope["global"]
     scope_key: str = "dump"  # metadata field naming the snapshot, for scope=snapshot
-    keep: str = "quality"  # quality (highest quality_key, then longest, then smallest id) | longest | first
+    keep: Keep = Keep.quality
     quality_key: str = "quality_score"
     buckets: int = 0  # tasks of the pair-finding pipeline; 0: executor.tasks
 
 
 @dataclass
 class StageConfig:
-    stage: str = "filter"
+    stage: Stage = Stage.filter
     input: InputConfig = field(default_factory=InputConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     filters: list[dict[str, Any]] = field(default_factory=list)  # [{kind: url}, {kind: language, languages: {en: 0.65}}]
@@ -88,63 +125,51 @@ class StageConfig:
     progress: bool = True  # tqdm documents/s per task
 
     def validate(self) -> "StageConfig":
-        if self.stage not in STAGES:
-            raise ConfigError(f"stage={self.stage!r}: choose one of {STAGES}")
+        for key, value, choices in [("stage", self.stage, Stage), ("input.format", self.input.format, InputFormat),
+                                    ("output.compression", self.output.compression, Compression),
+                                    ("executor.kind", self.executor.kind, ExecutorKind),
+                                    ("dedup.scope", self.dedup.scope, Scope), ("dedup.keep", self.dedup.keep, Keep)]:
+            if value not in tuple(choices):
+                fail(key, f"unknown value {value!r}", f"use one of {', '.join(choices)}")
         if not self.input.paths:
-            raise ConfigError("input.paths is empty: pass input.paths=[DIR_OR_FILE,...] (local paths or s3://, https://)")
-        if self.input.format not in FORMATS:
-            raise ConfigError(f"input.format={self.input.format!r}: choose one of {FORMATS}")
+            fail("input.paths", "empty", "pass input.paths=[DIR_OR_FILE,...] (local paths or s3://, https://)")
         if not self.output.dir:
-            raise ConfigError("output.dir is not set: pass output.dir=DIR (a new or half-done stage directory)")
-        if self.output.compression not in ("zstd", "none"):
-            raise ConfigError(f"output.compression={self.output.compression!r}: choose zstd or none")
-        if self.executor.kind not in EXECUTORS:
-            raise ConfigError(f"executor={self.executor.kind!r}: choose one of {EXECUTORS}")
+            fail("output.dir", "not set", "pass output.dir=DIR (a new or half-done stage directory)")
         if self.executor.tasks < 1:
-            raise ConfigError(f"executor.tasks={self.executor.tasks}: use 1 or more")
+            fail("executor.tasks", f"{self.executor.tasks} tasks", "use 1 or more")
         if self.executor.kind == "slurm" and not self.executor.partition:
-            raise ConfigError("executor=slurm needs executor.partition=NAME (see `sinfo`)")
+            fail("executor.partition", "executor=slurm needs a partition", "pass executor.partition=NAME (see `sinfo`)")
         if self.input.max_record_bytes < 1:
-            raise ConfigError("input.max_record_bytes must be positive")
+            fail("input.max_record_bytes", f"{self.input.max_record_bytes} is not positive", "use a size in bytes")
         d = self.dedup
         if self.stage == "dedup":
-            if d.scope not in SCOPES:
-                raise ConfigError(f"dedup.scope={d.scope!r}: choose one of {SCOPES}")
-            if d.keep not in KEEP:
-                raise ConfigError(f"dedup.keep={d.keep!r}: choose one of {KEEP}")
             if min(d.ngram, d.bands, d.rows) < 1:
-                raise ConfigError("dedup.ngram, dedup.bands and dedup.rows must be 1 or more")
+                fail("dedup.ngram", f"ngram={d.ngram}, bands={d.bands}, rows={d.rows}",
+                     "set dedup.ngram, dedup.bands and dedup.rows to 1 or more")
             if not 0.0 < d.threshold <= 1.0:
-                raise ConfigError(f"dedup.threshold={d.threshold}: use a share in (0, 1]")
+                fail("dedup.threshold", f"{d.threshold} is not a share", "use a share in (0, 1]")
             if d.buckets < 0:
-                raise ConfigError(f"dedup.buckets={d.buckets}: use 0 (as many as executor.tasks) or more")
+                fail("dedup.buckets", f"{d.buckets} buckets", "use 0 (as many as executor.tasks) or more")
             if not (d.exact or d.url or d.minhash):
-                raise ConfigError("dedup.exact, dedup.url and dedup.minhash are all false: nothing to do")
+                fail("dedup", "dedup.exact, dedup.url and dedup.minhash are all false: nothing to do",
+                     "turn at least one on")
         for i, spec in enumerate(self.filters):
             if not isinstance(spec, dict) or "kind" not in spec:
-                raise ConfigError(f"filters[{i}]={spec!r}: each filter is a mapping with a 'kind' key")
+                fail(f"filters[{i}]", f"{spec!r} is not a mapping with a 'kind' key",
+                     "write each filter as {kind: NAME, ...} (see conf/data_pipeline/filters/)")
         return self
 
 
-def stage_config_from_dict(data: dict) -> StageConfig:
-    """Build the typed config from a plain dict (Hydra's resolved config), naming any unknown key."""
-    sections = {"input": InputConfig, "dedup": DedupConfig, "extract": ExtractConfig, "executor": ExecutorConfig, "output": OutputConfig}
-    top = {k: v for k, v in data.items() if k not in ("hydra",)}
-    known = set(StageConfig.__dataclass_fields__)
-    unknown = sorted(set(top) - known)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown}; known top-level keys: {sorted(known)}")
-    kwargs = {}
-    for key, value in top.items():
-        if key in sections:
-            cls = sections[key]
-            bad = sorted(set(value or {}) - set(cls.__dataclass_fields__))
-            if bad:
-                raise ConfigError(f"unknown key(s) {[f'{key}.{b}' for b in bad]}; known: "
-                                  f"{sorted(f'{key}.{f}' for f in cls.__dataclass_fields__)}")
-            kwargs[key] = cls(**(value or {}))
-        elif key == "filters":
-            kwargs[key] = list(value or [])
-        else:
-            kwargs[key] = value
-    return StageConfig(**kwargs).validate()
+def register_configs() -> None:
+    conf.register("data_pipeline_schema", StageConfig)
+
+
+def load(overrides: list[str]) -> StageConfig:
+    """Compose conf/data_pipeline/config.yaml with Hydra overrides into a validated StageConfig (what
+    `python -m data_pipeline` runs; for tests and tools that drive a stage from Python)."""
+    register_configs()
+    return to_stage_config(conf.compose("data_pipeline", overrides, StageConfig))
+
+
+def to_stage_config(hcfg) -> StageConfig:
+    return conf.to_object(hcfg, StageConfig, "data_pipeline").validate()

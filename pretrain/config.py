@@ -1,7 +1,7 @@
 """Typed configuration for the trainer, and its validation.
 
-Hydra composes conf/pretrain.yaml into these dataclasses (registered as structured configs, so an unknown key
-or a wrong type fails at composition). `validate` then checks the relations between values -- parallel layout
+Hydra composes conf/pretrain/config.yaml over these dataclasses (registered in Hydra's ConfigStore as
+`pretrain_schema`, so an unknown key, a wrong type or a value outside an enum fails at composition). `validate` then checks the relations between values -- parallel layout
 against the model and the world size, batch sizes, data paths and splits -- and raises ConfigError naming the
 key and the fix, before any process group or file is touched.
 """
@@ -11,15 +11,43 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Optional
 
+import conf
+from conf import ConfigError, fail
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(conf.CONF_DIR / "pretrain")
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot work. The message names the key and the fix."""
+class Attention(StrEnum):
+    sdpa = "sdpa"  # torch scaled_dot_product_attention: flash / memory-efficient kernels, CPU and GPU
+    local = "local"  # megatron's unfused DotProductAttention
+    te = "te"  # Transformer Engine's layer spec (GPU, TE installed)
+
+
+class Decay(StrEnum):
+    cosine = "cosine"
+    wsd = "wsd"
+    linear = "linear"
+    constant = "constant"
+
+
+class Recompute(StrEnum):
+    selective = "selective"  # the listed submodules
+    full = "full"  # whole layers
+
+
+class RecomputeMethod(StrEnum):
+    uniform = "uniform"
+    block = "block"
+
+
+class WandbMode(StrEnum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
 
 
 @dataclass
@@ -38,7 +66,7 @@ class ModelConfig:
     untie_embeddings: bool = True
     # core attention: sdpa (torch scaled_dot_product_attention: flash / memory-efficient kernels, CPU and GPU),
     # local (megatron's unfused DotProductAttention), te (megatron's Transformer Engine layer spec; GPU + TE)
-    attention: str = "sdpa"
+    attention: Attention = Attention.sdpa
 
     @property
     def head_dim(self) -> int:
@@ -48,8 +76,8 @@ class ModelConfig:
 @dataclass
 class RecomputeConfig:
     """Activation recomputation (megatron's TransformerConfig recompute_*): trade compute for memory."""
-    granularity: Optional[str] = None  # None | selective (the listed submodules) | full (whole layers)
-    method: str = "uniform"  # full only: uniform (every layer, in groups of num_layers) | block (first num_layers)
+    granularity: Optional[Recompute] = None  # None | selective (the listed submodules) | full (whole layers)
+    method: RecomputeMethod = RecomputeMethod.uniform  # full only: uniform (every layer, in groups of num_layers) | block (first num_layers)
     num_layers: int = 1  # full only: layers per recomputed group (uniform) / recomputed per stage chunk (block)
     modules: list[str] = field(default_factory=lambda: ["core_attn"])  # selective: core_attn, mlp, layernorm
 
@@ -95,7 +123,7 @@ class OptimConfig:
     lr: float = 3e-3
     min_lr: float = 3e-4
     warmup_iters: int = 10
-    decay: str = "cosine"  # cosine | wsd | linear | constant
+    decay: Decay = Decay.cosine
     decay_iters: Optional[int] = None  # the schedule's horizon: lr reaches min_lr here; None: train iters
     wsd_decay_fraction: float = 0.2  # for decay=wsd: the final fraction of steps that decays
     weight_decay: float = 0.1
@@ -119,7 +147,7 @@ class DataConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = "offline"  # offline | online | disabled
+    mode: WandbMode = WandbMode.offline
     project: str = "slurmtrain"
     entity: Optional[str] = None
     name: Optional[str] = None
@@ -175,8 +203,6 @@ def train_iters(cfg: PretrainConfig) -> int:
 # Validation
 
 
-def fail(key: str, problem: str, fix: str) -> None:
-    raise ConfigError(f"{key}: {problem}. Fix: {fix}")
 
 
 
@@ -282,7 +308,7 @@ def wsd_decay_iters(cfg: PretrainConfig) -> int:
     return max(1, int(cfg.optim.wsd_decay_fraction * decay_iters(cfg)))
 
 
-ATTENTION = ("sdpa", "local", "te")
+ATTENTION = tuple(Attention)
 RECOMPUTE_MODULES = ("core_attn", "mlp", "layernorm")  # the ones that exist in a dense Llama layer
 
 
@@ -478,24 +504,14 @@ def model_vocab_size(cfg: PretrainConfig) -> int:
 
 
 def load(overrides: list[str]) -> PretrainConfig:
-    """Compose conf/pretrain.yaml with Hydra overrides into a PretrainConfig (no validation)."""
-    from hydra import compose, initialize_config_dir
-
+    """Compose conf/pretrain/config.yaml with Hydra overrides into a PretrainConfig (no validation)."""
     register_configs()
-    conf_dir = str(CONF_DIR)
-    with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-        return to_dataclass(compose(config_name="pretrain", overrides=list(overrides)))
+    return to_dataclass(conf.compose("pretrain", overrides, PretrainConfig))
 
 
 def register_configs() -> None:
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="pretrain_schema", node=PretrainConfig)
+    conf.register("pretrain_schema", PretrainConfig)
 
 
 def to_dataclass(dcfg) -> PretrainConfig:
-    from omegaconf import OmegaConf
-
-    schema = OmegaConf.structured(PretrainConfig)
-    merged = OmegaConf.merge(schema, OmegaConf.masked_copy(dcfg, [k for k in dcfg if k in schema]))
-    return OmegaConf.to_object(merged)
+    return conf.to_object(dcfg, PretrainConfig, "pretrain")

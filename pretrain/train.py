@@ -514,7 +514,7 @@ def main() -> None:
 
     C.register_configs()
 
-    @hydra.main(config_path=C.CONF_DIR, config_name="pretrain", version_base="1.3")
+    @hydra.main(config_path=C.CONF_DIR, config_name="config", version_base="1.3")
     def _entry(dcfg) -> None:
         try:
             cfg = C.to_dataclass(dcfg)

@@ -1,4 +1,4 @@
-"""Filter kinds by name (what conf/data/filters/*.yaml lists), each a datatrove block."""
+"""Filter kinds by name (what conf/data_pipeline/filters/*.yaml lists), each a datatrove block."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Tokenizer stage: lossless sentencepiece BPE training and Megatron .bin/.idx encoding.
 
-    python -m data_pipeline.tokenizer train  --input enwiki --vocab-size 4096 --output DIR/tokenizer
-    python -m data_pipeline.tokenizer encode --tokenizer DIR/tokenizer.model --input enwiki --output-prefix DIR/enwiki
+    python -m data_pipeline.tokenizer train input.paths=[enwiki] train.vocab_size=4096 output.prefix=DIR/tokenizer
+    python -m data_pipeline.tokenizer encode tokenizer=DIR/tokenizer.model input.paths=[enwiki] output.prefix=DIR/enwiki
 
 Names are imported on first use: encode/validate import megatron-core (seconds), training does not.
 """

@@ -34,7 +34,7 @@ def encode_documents(
     tokenizer_model = Path(tokenizer_model)
     if not tokenizer_model.is_file():
         raise FileNotFoundError(f"tokenizer model {tokenizer_model} not found; train one with "
-                                "`python -m data_pipeline.tokenizer train --input ... --output DIR/tokenizer`")
+                                "`python -m data_pipeline.tokenizer train input.paths=[...] output.prefix=DIR/tokenizer`")
     sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
     eod = sp.eos_id()
     if eod < 0:

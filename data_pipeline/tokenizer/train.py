@@ -39,7 +39,7 @@ UNK_ID, BOS_ID, EOS_ID, PAD_ID = 0, 1, 2, 3
 EOD_ID = EOS_ID
 
 
-@dataclass(frozen=True)
+@dataclass
 class TokenizerTrainConfig:
     vocab_size: int = 32000
     model_type: str = "bpe"

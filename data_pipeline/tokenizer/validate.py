@@ -16,7 +16,7 @@ import numpy as np
 from megatron.core.datasets.indexed_dataset import _INDEX_HEADER, DType
 
 _HEADER_BYTES = len(_INDEX_HEADER) + 8 + 1 + 8 + 8  # magic, version, dtype code, sequences, document indices
-_REBUILD = "re-create it with `python -m data_pipeline.tokenizer encode ... --output-prefix {prefix}`"
+_REBUILD = "re-create it with `python -m data_pipeline.tokenizer encode ... output.prefix={prefix}`"
 
 
 class IndexedDatasetError(ValueError):

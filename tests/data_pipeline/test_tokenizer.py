@@ -174,13 +174,13 @@ def test_cli_train_and_encode_jsonl_with_corrupt_records(tmp_path, sample_paths,
     lines[11] = json.dumps({"text": 42})
     jsonl.write_text("\n".join(lines) + "\n")
 
-    assert cli(["train", "--input", str(jsonl), "--vocab-size", "600", "--output", str(tmp_path / "tok"),
-                "--num-threads", "1"]) == 0
+    assert cli(["train", f"input.paths=[{jsonl}]", "train.vocab_size=600", f"output.prefix={tmp_path / 'tok'}",
+                "train.num_threads=1"]) == 0
     out = capsys.readouterr().out
     assert "297 docs" in out and "skipped corrupt records: 3" in out
 
-    assert cli(["encode", "--tokenizer", str(tmp_path / "tok.model"), "--input", str(jsonl),
-                str(sample_paths["botchan"]), "--output-prefix", str(tmp_path / "mix")]) == 0
+    assert cli(["encode", f"tokenizer={tmp_path / 'tok.model'}", f"input.paths=[{jsonl},{sample_paths['botchan']}]",
+                f"output.prefix={tmp_path / 'mix'}"]) == 0
     out = capsys.readouterr().out
     assert "298 docs" in out and "3 corrupt records" in out and "bytes/token" in out
 
@@ -188,6 +188,13 @@ def test_cli_train_and_encode_jsonl_with_corrupt_records(tmp_path, sample_paths,
     assert "ok " in capsys.readouterr().out
     assert cli(["check", str(tmp_path / "missing")]) == 1
     assert "missing.idx is missing" in capsys.readouterr().err
+    # a wrong key or a missing output fails before any work, naming the key and the fix
+    assert cli(["train", f"input.paths=[{jsonl}]", "train.vocab_sise=600", f"output.prefix={tmp_path / 't2'}"]) == 2
+    err = capsys.readouterr().err
+    assert "train.vocab_sise" in err and "Fix:" in err and "vocab_size" in err
+    assert cli(["encode", f"tokenizer={tmp_path / 'tok.model'}", f"input.paths=[{jsonl}]"]) == 2
+    assert "output.prefix: not set. Fix: pass output.prefix=PREFIX" in capsys.readouterr().err
+    assert not (tmp_path / "t2.model").exists()
 
 
 def test_sample_names_are_inputs(sample_paths):

@@ -52,7 +52,7 @@ def test_reader_returns_each_sources_curve(ladders):
 
 def test_fit_writes_the_by_source_plot_only_when_runs_have_sources(ladders, tmp_path):
     for (root, _), out, expected in ((ladders[1], tmp_path / "with", True), (ladders[0], tmp_path / "without", False)):
-        cfg = load_config("fit", [f"data={root}", f"out={out}", "fit.top_k=10", "fit.bootstrap.n=5"])
+        cfg = load_config("fit", [f"ladder={root}", f"output.dir={out}", "fit.top_k=10", "fit.bootstrap.n=5"])
         doc = run_fit(cfg)
         assert ("loss_vs_tokens_by_source" in doc["plots"]) == expected
         assert (out / "loss_vs_tokens_by_source.png").exists() == expected

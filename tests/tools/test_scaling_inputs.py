@@ -117,14 +117,23 @@ def test_plan_as_in_the_issue(tmp_path, monkeypatch, capsys):
 def test_wrong_fit_config(tmp_path, overrides, key):
     (tmp_path / "x.csv").write_text("params,tokens,loss\n1,2,3\n")
     with pytest.raises(ConfigError, match=key):
-        load_config("fit", [f"data={tmp_path / 'x.csv'}", *overrides])
+        load_config("fit", [f"input.paths=[{tmp_path / 'x.csv'}]", *overrides])
 
 
 def test_fit_needs_existing_data(tmp_path):
-    with pytest.raises(ConfigError, match="data"):
-        load_config("fit", [f"data={tmp_path / 'missing.csv'}"])
-    with pytest.raises(ConfigError, match="data"):
-        load_config("fit", [])
+    with pytest.raises(ConfigError, match=r"input.paths: .*missing.csv does not exist.*Fix:"):
+        load_config("fit", [f"input.paths=[{tmp_path / 'missing.csv'}]"])
+    with pytest.raises(ConfigError, match=r"ladder: .*nope does not exist.*Fix:"):
+        load_config("fit", [f"ladder={tmp_path / 'nope'}"])
+    with pytest.raises(ConfigError, match=r"input.paths: fit reads one CSV or ladder, got 2"):
+        load_config("fit", [f"input.paths=[{tmp_path / 'a.csv'},{tmp_path / 'b.csv'}]"])
+
+
+@pytest.mark.parametrize("old, new", [("data", "ladder=<ladder dir>"), ("out", "output.dir=DIR"),
+                                      ("predict.out", "output.dir=DIR")])
+def test_old_spellings_name_the_new_ones(tmp_path, old, new):
+    with pytest.raises(ConfigError, match=rf"^{old}: renamed .*Fix: use {new}"):
+        load_config("fit", [f"{old}={tmp_path}"])
 
 
 def test_run_needs_a_plan(tmp_path):
@@ -137,7 +146,7 @@ def test_csv_with_missing_columns_is_refused(tmp_path, capsys):
     path.write_text("size,steps,loss\n1e6,100,3.0\n")
     with pytest.raises(ValueError, match="missing columns: parameters .*tokens"):
         read_csv(path)
-    assert main(["fit", f"data={path}", f"out={tmp_path / 'o'}"]) == 2
+    assert main(["fit", f"input.paths=[{path}]", f"output.dir={tmp_path / 'o'}"]) == 2
     err = capsys.readouterr().err
     assert "Found columns: ['size', 'steps', 'loss']" in err and "Fix:" in err
 
@@ -163,7 +172,7 @@ def test_csv_bad_rows_are_reported(tmp_path):
 def test_exclude_highest_loss_too_many(tmp_path, capsys):
     path = tmp_path / "runs.csv"
     path.write_text("params,tokens,loss\n1e6,1e8,3\n2e6,1e8,2.9\n")
-    assert main(["fit", f"data={path}", "exclude_highest_loss=2"]) == 2
+    assert main(["fit", f"input.paths=[{path}]", "exclude_highest_loss=2"]) == 2
     assert "exclude_highest_loss=2 would drop all 2 runs" in capsys.readouterr().err
 
 

@@ -20,7 +20,7 @@ TRUE_A = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])  # N_opt ~ C^a for the tr
 
 
 def fit_cfg(ladder, out, *extra):
-    return load_config("fit", [f"data={ladder}", f"out={out}", "fit.top_k=10", "fit.bootstrap.n=15", *extra])
+    return load_config("fit", [f"ladder={ladder}", f"output.dir={out}", "fit.top_k=10", "fit.bootstrap.n=15", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def ladder(tmp_path_factory):
 
 def test_fits_recover_the_true_law(ladder, tmp_path, capsys):
     root, plan = ladder
-    assert main(["fit", f"data={root}", f"out={tmp_path}", "fit.top_k=10", "fit.bootstrap.n=15"]) == 0
+    assert main(["fit", f"ladder={root}", f"output.dir={tmp_path}", "fit.top_k=10", "fit.bootstrap.n=15"]) == 0
     fit = json.loads((tmp_path / "fit.json").read_text())
     assert fit["n_runs"] == len(plan.runs) and fit["excluded"] == [] and fit["loss"] == "val"
     for a in ("approach1", "approach2"):
@@ -122,7 +122,7 @@ def test_single_size_ladder_is_refused_with_the_reason(tmp_path):
 
 def test_empty_ladder_is_refused(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert main(["fit", f"data={tmp_path / 'empty'}"]) == 2
+    assert main(["fit", f"ladder={tmp_path / 'empty'}"]) == 2
     assert "no runs found" in capsys.readouterr().err
 
 

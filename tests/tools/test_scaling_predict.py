@@ -15,7 +15,7 @@ from tools.scaling.config import ConfigError, load_config
 
 
 def _predict(root, tmp_path, *extra):
-    return main(["predict", f"data={root}", f"predict.out={tmp_path / 'predict'}", "fit.top_k=10",
+    return main(["predict", f"ladder={root}", f"output.dir={tmp_path / 'predict'}", "fit.top_k=10",
                  "fit.bootstrap.n=30", *extra])
 
 
@@ -59,9 +59,9 @@ def test_given_shape_and_tokens(tmp_path):
 def test_wrong_predict_config_fails_before_any_work(tmp_path, overrides, key):
     root, _ = make_ladder(tmp_path / "ladder", noise=0.0, sizes=3)
     with pytest.raises(ConfigError, match=key):
-        load_config("predict", [f"data={root}", *overrides])
-    with pytest.raises(ConfigError, match="data: .* is not a planned ladder"):
-        load_config("predict", [f"data={tmp_path}", "predict.flops=1e18"])
+        load_config("predict", [f"ladder={root}", *overrides])
+    with pytest.raises(ConfigError, match="ladder: .* is not a planned ladder"):
+        load_config("predict", [f"ladder={tmp_path}", "predict.flops=1e18"])
     assert not (root / "predict").exists()
 
 

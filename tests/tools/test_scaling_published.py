@@ -26,7 +26,7 @@ BESIROGLU = {"E": (1.817, 0.026), "A": (482.01, 124.5), "B": (2085.43, 1293.0), 
 def test_approach3_recovers_besiroglu_within_their_standard_errors(tmp_path, capsys):
     # top_k=10: the 10 best of the paper's 4,500 initialisations reach the same optimum as all of them
     # (full grid, measured: E 1.8172, A 477.81, B 2143.4, alpha 0.34731, beta 0.36717) in a fraction of the time.
-    rc = main(["fit", f"data={DATA / 'chinchilla_fig4_epoch_extracted.csv'}", f"out={tmp_path}",
+    rc = main(["fit", f"input.paths=[{DATA / 'chinchilla_fig4_epoch_extracted.csv'}]", f"output.dir={tmp_path}",
                "exclude_highest_loss=5", "fit.approaches=[3]", "fit.top_k=10", "fit.bootstrap.n=25",
                "target_flops=5.76e23"])
     assert rc == 0
@@ -48,7 +48,7 @@ def test_approach3_recovers_besiroglu_within_their_standard_errors(tmp_path, cap
 
 @needs_data
 def test_without_the_exclusion_the_fit_leaves_their_errors(tmp_path):
-    rc = main(["fit", f"data={DATA / 'chinchilla_fig4_epoch_extracted.csv'}", f"out={tmp_path}",
+    rc = main(["fit", f"input.paths=[{DATA / 'chinchilla_fig4_epoch_extracted.csv'}]", f"output.dir={tmp_path}",
                "fit.approaches=[3]", "fit.top_k=10", "fit.bootstrap.n=0"])
     assert rc == 0
     beta = json.loads((tmp_path / "fit.json").read_text())["approach3"]["beta"]["value"]
@@ -57,7 +57,7 @@ def test_without_the_exclusion_the_fit_leaves_their_errors(tmp_path):
 
 @needs_data
 def test_approach2_per_porian_configuration(tmp_path):
-    rc = main(["fit", f"data={DATA / 'porian2024_isoflop_runs.csv'}", f"out={tmp_path}", "fit.group_by=config",
+    rc = main(["fit", f"input.paths=[{DATA / 'porian2024_isoflop_runs.csv'}]", f"output.dir={tmp_path}", "fit.group_by=config",
                "fit.approaches=[2]", "fit.bootstrap.n=20", "target_flops=1e21"])
     assert rc == 0
     fit = json.loads((tmp_path / "fit.json").read_text())

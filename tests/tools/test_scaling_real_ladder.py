@@ -39,7 +39,7 @@ def test_plan_run_read_fit(tiny_shards, tmp_path, capsys, monkeypatch):
     # a second `run` trains nothing
     assert main(["run", f"ladder={ladder}"]) == 0
     assert capsys.readouterr().out.count("finished already, skipped") == 2
-    fit = run_fit(load_config("fit", [f"data={ladder}", f"out={tmp_path / 'fit'}", "fit.bootstrap.n=5",
+    fit = run_fit(load_config("fit", [f"ladder={ladder}", f"output.dir={tmp_path / 'fit'}", "fit.bootstrap.n=5",
                                       "fit.top_k=5"]), plots=False)
     assert fit["n_runs"] == 2 and fit["loss"] == "val"
     assert "2 model sizes < fit.min_points_per_budget=3" in fit["approach2"]["rejected_budgets"][0]["reason"]

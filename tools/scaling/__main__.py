@@ -1,9 +1,10 @@
-"""python -m tools.scaling {plan,run,fit} key=value ...  (keys: conf/scaling.yaml, tools/scaling/config.py)
+"""python -m tools.scaling {plan,run,fit,predict} key=value ...  (keys: tools/scaling/config.py)
 
-  plan   budgets=[1e15,3e15,1e16] family=llama ladder=DIR   print the IsoFLOP ladder, write DIR/plan.json, runs.txt
-  run    ladder=DIR                                          train the planned runs locally, one after another
-  fit    data=<ladder dir or csv> out=DIR                    fits with intervals -> DIR/fit.json and plots
-  predict data=<ladder dir> predict.flops=C                  predict a bigger run's loss, train it, compare
+  plan    budgets=[1e15,3e15,1e16] family=llama ladder=DIR  print the IsoFLOP ladder, write DIR/plan.json, runs.txt
+  run     ladder=DIR                                         train the planned runs locally, one after another
+  fit     ladder=DIR [output.dir=OUT]                        fits with intervals -> OUT/fit.json and plots
+  fit     input.paths=[runs.csv] [output.dir=OUT]            the same on published runs (params,tokens,loss,...)
+  predict ladder=DIR predict.flops=C [output.dir=OUT]        predict a bigger run's loss, train it, compare
 """
 
 from __future__ import annotations

@@ -1,21 +1,36 @@
-"""Typed configuration of the scaling-law tools (conf/scaling.yaml) and its validation.
+"""Typed configuration of the scaling-law tools (conf/scaling/config.yaml) and its validation.
 
-Hydra composes conf/scaling.yaml over these dataclasses (an unknown key or a wrong type fails at composition);
-`validate` checks the values against each other and raises ConfigError naming the key and the fix, before
-any run is planned, started or fitted.
+Hydra composes conf/scaling/config.yaml over these dataclasses (registered in Hydra's ConfigStore as
+`scaling_schema`, so an unknown key, a wrong type or a value outside an enum fails at composition); `validate`
+checks the values against each other and raises ConfigError naming the key and the fix, before any run is
+planned, started or fitted.
+
+Every command works on `ladder=DIR`: plan writes it, run trains it, fit fits it, predict extends it. fit reads
+`input.paths=[runs.csv]` (published runs) instead when given; fit and predict write under `output.dir`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Optional
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+import conf
+from conf import ConfigError, fail as _fail
+
+CONF_DIR = conf.CONF_DIR / "scaling"
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot work. The message names the key and the fix."""
+class ParamCount(StrEnum):
+    total = "total"  # Chinchilla
+    non_embedding = "non_embedding"  # Kaplan
+
+
+class FinalLoss(StrEnum):
+    auto = "auto"  # val when every run has one, else train
+    val = "val"
+    train = "train"
 
 
 @dataclass
@@ -67,8 +82,8 @@ class BootstrapConfig:
 
 @dataclass
 class FitConfig:
-    params: str = "total"  # which N the laws use: total (Chinchilla) | non_embedding (Kaplan)
-    loss: str = "auto"  # final loss of a run: val | train | auto (val when every run has one, else train)
+    params: ParamCount = ParamCount.total  # which N the laws use
+    loss: FinalLoss = FinalLoss.auto  # final loss of a run
     group_by: Optional[str] = None  # CSV column: fit each value separately (e.g. config for Porian et al.)
     approaches: list[int] = field(default_factory=lambda: [1, 2, 3])
     learning_curves: bool = True  # per-run L(D) = E + B / D^beta (ladder directories only)
@@ -91,7 +106,16 @@ class PredictConfig:
     hidden_size: Optional[int] = None
     tokens: Optional[float] = None
     train: bool = True
-    out: Optional[str] = None  # default <ladder>/predict
+
+
+@dataclass
+class InputConfig:
+    paths: list[str] = field(default_factory=list)  # fit: a CSV of runs (or a ladder directory) instead of `ladder`
+
+
+@dataclass
+class OutputConfig:
+    dir: Optional[str] = None  # fit: default <ladder>/fit or <csv stem>_fit; predict: default <ladder>/predict
 
 
 @dataclass
@@ -101,8 +125,8 @@ class ScalingConfig:
     family: str = "llama"
     families: dict[str, FamilyConfig] = field(default_factory=lambda: {"llama": FamilyConfig()})
     plan: PlanConfig = field(default_factory=PlanConfig)
-    data: Optional[str] = None  # fit: a ladder directory or a CSV of runs
-    out: Optional[str] = None  # fit: output directory (fit.json, plots); default <data>/fit or <csv stem>_fit
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
     exclude_highest_loss: int = 0  # fit: drop the k highest-loss runs (Besiroglu et al. drop 5)
     target_flops: Optional[float] = None  # compute-optimal answer for this budget; None: 10x the largest budget
     fit: FitConfig = field(default_factory=FitConfig)
@@ -110,14 +134,10 @@ class ScalingConfig:
     python: Optional[str] = None  # run: interpreter for the trainer subprocesses; None = this one
 
 
-def _fail(key: str, problem: str, fix: str) -> None:
-    raise ConfigError(f"{key}: {problem}. Fix: {fix}")
-
-
 def validate(cfg: ScalingConfig, command: str) -> None:
     if cfg.family not in cfg.families:
         _fail("family", f"unknown family {cfg.family!r}", f"use one of {sorted(cfg.families)} or define "
-              f"+families.{cfg.family}.aspect_ratio=... in conf/scaling.yaml")
+              f"+families.{cfg.family}.aspect_ratio=... (the other keys start from FamilyConfig's defaults)")
     fam = cfg.families[cfg.family]
     for key, v in [("head_dim", fam.head_dim), ("aspect_ratio", fam.aspect_ratio),
                    ("heads_per_group", fam.heads_per_group), ("ffn_multiple", fam.ffn_multiple),
@@ -174,49 +194,67 @@ def validate(cfg: ScalingConfig, command: str) -> None:
                 _fail(f"predict.{key}", f"must be positive, got {getattr(t, key)}", "give a positive value")
         if 3 not in f.approaches:
             _fail("fit.approaches", "predict uses approach 3's L(N, D)", "keep 3 in fit.approaches")
-        if cfg.data is None or not (Path(cfg.data) / "plan.json").is_file():
-            _fail("data", f"{cfg.data} is not a planned ladder (no plan.json)", "pass data=<ladder dir> planned "
-                  "and trained with python -m tools.scaling plan/run")
+        if cfg.input.paths:
+            _fail("input.paths", "predict extends a ladder, not a CSV", "pass ladder=<ladder dir> instead")
+        if not (Path(cfg.ladder) / "plan.json").is_file():
+            _fail("ladder", f"{cfg.ladder} is not a planned ladder (no plan.json)", "pass ladder=<ladder dir> "
+                  "planned and trained with python -m tools.scaling plan/run")
     if command == "fit":
-        if cfg.data is None:
-            _fail("data", "no data given", "pass data=<ladder dir or csv>")
-        if not Path(cfg.data).exists():
-            _fail("data", f"{cfg.data} does not exist", "pass an existing ladder directory or CSV file")
+        if len(cfg.input.paths) > 1:
+            _fail("input.paths", f"fit reads one CSV or ladder, got {len(cfg.input.paths)}",
+                  "concatenate the CSVs into one file, or fit each apart")
+        source = fit_input(cfg)
+        if not source.exists():
+            what = "input.paths" if cfg.input.paths else "ladder"
+            _fail(what, f"{source} does not exist", "pass ladder=<ladder dir> or input.paths=[<runs csv>]")
     if command == "run" and not (Path(cfg.ladder) / "plan.json").is_file():
         _fail("ladder", f"{cfg.ladder}/plan.json not found", "plan the ladder first: "
               f"python -m tools.scaling plan ladder={cfg.ladder} budgets=[...]")
 
 
-def load_config(command: str, overrides: list[str]) -> ScalingConfig:
-    """conf/scaling.yaml over the ScalingConfig schema, then Hydra-syntax command-line overrides, validated.
+# spellings of earlier releases, and what replaced them
+RENAMED = {"data": "ladder=<ladder dir>, or input.paths=[<runs csv>] for fit", "out": "output.dir=DIR",
+           "predict.out": "output.dir=DIR"}
 
-    The overrides are parsed with Hydra's override grammar (lists, quoting, `+key=` to add a family) and applied
-    to the structured config, so an unknown key or a wrong type fails here. Hydra's composition itself is not
-    used: conf/ also holds the other tools' groups (conf/data/ ...), and `data=...` must stay a plain key.
-    """
+
+def fit_input(cfg: ScalingConfig) -> Path:
+    """What fit reads: input.paths[0] when given, else the ladder."""
+    return Path(cfg.input.paths[0] if cfg.input.paths else cfg.ladder)
+
+
+def load_config(command: str, overrides: list[str]) -> ScalingConfig:
+    """conf/scaling/config.yaml over the ScalingConfig schema with Hydra overrides, validated for `command`.
+
+    `+families.NAME.key=value` adds a family whose other keys start from FamilyConfig's defaults (applied after
+    Hydra's composition: OmegaConf cannot create a typed dict entry from a partial mapping)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    conf.register("scaling_schema", ScalingConfig)
     try:
-        cfg = OmegaConf.structured(ScalingConfig)
-        yaml_cfg = OmegaConf.load(CONF_DIR / "scaling.yaml")
-        yaml_cfg.pop("defaults", None)
-        cfg = OmegaConf.merge(cfg, yaml_cfg)
-        for ov in OverridesParser.create().parse_overrides(list(overrides)):
-            key = ov.key_or_group
-            if ov.is_delete():
-                raise ConfigError(f"{ov.input_line}: deleting keys is not supported. Fix: set the key instead")
-            if not ov.is_add() and OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
-                raise ConfigError(f"{key}: no such key in conf/scaling.yaml. Fix: check the spelling (keys: "
-                                  f"{sorted(cfg.keys())}), or use +{ov.input_line} to add an entry")
-            parts = key.split(".")
-            if parts[0] == "families" and len(parts) > 2 and parts[1] not in cfg.families:
-                cfg.families[parts[1]] = FamilyConfig()  # +families.NAME.key=... starts from the defaults
-            OmegaConf.update(cfg, key, ov.value(), merge=True, force_add=ov.is_add())
-        obj: Any = OmegaConf.to_object(cfg)
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(f"{e}. Fix: check the key names and types against conf/scaling.yaml") from e
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as e:
+        raise conf.from_hydra_error(e, "scaling", ScalingConfig) from None
+    for o in parsed:
+        if o.key_or_group in RENAMED:
+            _fail(o.key_or_group, "renamed (one spelling per concept across the tools)", f"use {RENAMED[o.key_or_group]}")
+    known = set(ScalingConfig().families) | set(OmegaConf.load(CONF_DIR / "config.yaml").get("families", {}))
+    new_family = [o for o in parsed if o.is_add() and o.key_or_group.startswith("families.")
+                  and len(o.key_or_group.split(".")) > 2 and o.key_or_group.split(".")[1] not in known]
+    rest = [o.input_line for o in parsed if o not in new_family]
+    cfg = conf.compose("scaling", rest, ScalingConfig)
+    try:
+        OmegaConf.set_struct(cfg, False)
+        for o in new_family:
+            name = o.key_or_group.split(".")[1]
+            if name not in cfg.families:
+                cfg.families[name] = OmegaConf.structured(FamilyConfig)
+            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+        OmegaConf.set_struct(cfg, True)
+    except OmegaConfBaseException as e:
+        raise conf.from_hydra_error(e, "scaling", ScalingConfig) from None
+    obj: Any = conf.to_object(cfg, ScalingConfig, "scaling")
     validate(obj, command)
     return obj

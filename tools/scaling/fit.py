@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tools.scaling.bootstrap import bootstrap, summarize, with_intervals
-from tools.scaling.config import ScalingConfig
+from tools.scaling.config import ScalingConfig, fit_input
 from tools.scaling.envelope import Curve, envelope_from_curves, envelope_from_points, fit_envelope
 from tools.scaling.isoflop import fit_isoflop, isoflop_minima
 from tools.scaling.ladder import RunCurve, ladder_points, read_ladder
@@ -180,7 +180,7 @@ def n_of_run(r: RunCurve, which: str) -> float:
 
 
 def load_groups(cfg: ScalingConfig) -> tuple[dict[str, Points], list[RunCurve], str]:
-    data = Path(cfg.data)
+    data = fit_input(cfg)
     if data.is_dir():
         runs = read_ladder(data, cfg.fit.divergence_tolerance)
         return {"all": ladder_points(runs, cfg.fit.loss, cfg.fit.budget_rtol)}, runs, "ladder"
@@ -188,9 +188,9 @@ def load_groups(cfg: ScalingConfig) -> tuple[dict[str, Points], list[RunCurve], 
 
 
 def out_dir(cfg: ScalingConfig) -> Path:
-    if cfg.out:
-        return Path(cfg.out)
-    data = Path(cfg.data)
+    if cfg.output.dir:
+        return Path(cfg.output.dir)
+    data = fit_input(cfg)
     return data / "fit" if data.is_dir() else data.with_name(data.stem + "_fit")
 
 
@@ -199,7 +199,7 @@ def run_fit(cfg: ScalingConfig, plots: bool = True) -> dict:
     out = out_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, GroupFit] = {}
-    doc: dict = {"data": str(cfg.data), "source": source, "exclude_highest_loss": cfg.exclude_highest_loss}
+    doc: dict = {"input": str(fit_input(cfg)), "source": source, "exclude_highest_loss": cfg.exclude_highest_loss}
     for key, pts in groups.items():
         try:
             results[key] = fit_group(pts, cfg, runs)

@@ -101,7 +101,7 @@ def train_target(cfg: ScalingConfig, target: dict, fam: FamilyConfig, p: PlanCon
 
 
 def run_predict(cfg: ScalingConfig, log=print) -> dict:
-    ladder = Path(cfg.data)
+    ladder = Path(cfg.ladder)
     fam, p, vocab = _ladder_recipe(ladder)
     groups, runs, _ = load_groups(cfg)
     # only approach 3 is used: the other fits and their bootstraps are not run
@@ -110,7 +110,7 @@ def run_predict(cfg: ScalingConfig, log=print) -> dict:
         raise ValueError(f"approach 3 could not be fitted on {ladder}: {g.doc['approach3'].get('error')}")
     target = choose_target(cfg, g, fam, p, vocab)
     pred = predicted_loss(g, target["n"], target["tokens"], cfg.fit.bootstrap.level)
-    out = Path(cfg.predict.out) if cfg.predict.out else ladder / "predict"
+    out = Path(cfg.output.dir) if cfg.output.dir else ladder / "predict"
     out.mkdir(parents=True, exist_ok=True)
     largest = float(np.max(g.points.flops))
     doc = {"ladder": str(ladder), "loss": g.points.loss_kind, "params": cfg.fit.params,

@@ -48,7 +48,7 @@ def quickstart_ladder(data_cfg_overrides: list[str], out_dir: Path, budget_flops
     write_plan(plan, cfg)
     print(f"training {len(plan.runs)} runs of the ladder in {ladder} (each: python -m pretrain ...)", flush=True)
     failed = run_ladder(cfg, log=lambda m: print(m, flush=True))
-    fit_cfg = load_config("fit", [f"data={ladder}", f"out={out_dir / 'fit'}", f"target_flops={budget_flops}",
+    fit_cfg = load_config("fit", [f"ladder={ladder}", f"output.dir={out_dir / 'fit'}", f"target_flops={budget_flops}",
                                   "fit.top_k=10", "fit.bootstrap.n=100"])
     doc = run_fit(fit_cfg)
     print(format_summary(doc))
@@ -59,8 +59,8 @@ def quickstart_ladder(data_cfg_overrides: list[str], out_dir: Path, budget_flops
         target = PREDICT_FACTOR * max(float(b) for b in cfg.budgets)
         print(f"predicting a run at {target:.3g} FLOPs ({PREDICT_FACTOR}x the largest budget) from the fit, then "
               "training it", flush=True)
-        prediction = run_predict(load_config("predict", [f"data={ladder}", f"predict.flops={target}",
-                                                         f"predict.out={out_dir / 'predict'}", "fit.top_k=10",
+        prediction = run_predict(load_config("predict", [f"ladder={ladder}", f"predict.flops={target}",
+                                                         f"output.dir={out_dir / 'predict'}", "fit.top_k=10",
                                                          "fit.bootstrap.n=100"]),
                                  log=lambda m: print(m, flush=True))
     return {"ladder": str(ladder), "fit_json": str(Path(doc["out"]) / "fit.json"), "plots": doc.get("plots", {}),
