@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def load_config(overrides: list[str]):
-    """The resolved trainer config for these overrides (conf/pretrain.yaml, as `python -m pretrain` sees it)."""
+    """The resolved trainer config for these overrides (conf/pretrain/config.yaml, as `python -m pretrain` sees it)."""
     from pretrain.config import load  # the trainer's own loader: one place composes the config
 
     return load(overrides)

@@ -68,7 +68,19 @@ class TokenizerCommandConfig:
         return self
 
 
+# the argparse flags of earlier releases, and the keys that replaced them
+RENAMED = {"--input": "input.paths=[...]", "--output": "output.prefix=PREFIX", "--output-prefix": "output.prefix=PREFIX",
+           "--vocab-size": "train.vocab_size=N", "--tokenizer": "tokenizer=PATH.model", "--text-key": "input.text_key=KEY",
+           "--txt-docs": "input.txt_docs=file|paragraph|line", "--seed": "train.seed=N",
+           "--num-threads": "train.num_threads=N (train) or encode.num_threads=N (encode)",
+           "--input-sentence-size": "train.input_sentence_size=N", "--character-coverage": "train.character_coverage=X"}
+
+
 def load(command: str, overrides: list[str]) -> TokenizerCommandConfig:
+    for arg in overrides:
+        flag = arg.split("=")[0]
+        if flag in RENAMED:
+            fail(flag, "the tokenizer takes key=value overrides like the other tools", f"use {RENAMED[flag]}")
     conf.register("tokenizer_schema", TokenizerCommandConfig)
     hcfg = conf.compose("data_pipeline", overrides, TokenizerCommandConfig, config_name="tokenizer")
     return conf.to_object(hcfg, TokenizerCommandConfig, "data_pipeline").validate(command)

@@ -91,11 +91,11 @@ def test_killed_stage_resumes_to_identical_output(chardet_pages, chardet_local, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["input.format=csv"], "input.format='csv'"),
-    (["output.dir=null"], "output.dir is not set"),
+    (["input.format=csv"], "expected one of [warc, wet, pages, jsonl, parquet, hf]"),
+    (["output.dir=null"], "output.dir: not set. Fix: pass output.dir=DIR"),
     (["filters=none", "+filters.0.kind=nope"], None),
     (["executor=slurm"], "executor.partition"),
-    (["input.bogus=1"], None),
+    (["input.bogus=1"], "Key 'bogus' not in 'InputConfig'"),
 ])
 def test_bad_config_fails_before_any_work(pywb_warcs, tmp_path, args, message):
     out = tmp_path / "out"

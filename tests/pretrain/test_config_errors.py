@@ -27,7 +27,7 @@ def cfg_with(tiny_shards, *overrides):
     (["data.split='0,100,0'"], 1, "data.split", "leaves no training data"),
     (["model.vocab_size=256"], 1, "model.vocab_size", "more than the embedding"),
     (["parallel.sequence_parallel=true"], 1, "parallel.sequence_parallel", "needs tensor parallelism"),
-    (["optim.decay=exp"], 1, "optim.decay", "expected one of \[cosine, wsd, linear, constant\]"),
+    (["optim.decay=exp"], 1, "optim.decay", "expected one of [cosine, wsd, linear, constant]"),
 ])
 def test_invalid_config_names_key_and_fix(tiny_shards, overrides, world, key, words):
     with pytest.raises(ConfigError) as err:
