@@ -14,7 +14,7 @@ the key, the problem and the fix.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 CONF_DIR = Path(__file__).resolve().parent
 
@@ -99,3 +99,19 @@ def to_object(cfg: Any, schema: type, root: str) -> Any:
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise from_hydra_error(e, root, schema) from None
+
+
+def precheck(argv: list[str], load: Callable[[list[str]], Any], exit_code: int, label: str = "error") -> None:
+    """Load a Hydra entry point's command-line overrides with the tool's own loader before `@hydra.main` does: a
+    misspelt key or a bad value then exits with `exit_code` and a ConfigError naming the key and the fix, not with
+    Hydra's exit 1 (which slurm/pretrain.sbatch would requeue as a crash). Hydra's own flags (--multirun, --cfg,
+    --help, ...) and hydra.* keys are left to Hydra."""
+    import sys
+
+    if any(a.startswith(("-", "hydra.", "+hydra.", "++hydra.")) for a in argv):
+        return
+    try:
+        load(list(argv))
+    except ConfigError as e:
+        print(f"{label}: {e}", file=sys.stderr, flush=True)
+        sys.exit(exit_code)

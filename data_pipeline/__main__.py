@@ -16,8 +16,10 @@ import sys
 def _hydra_main() -> None:
     import hydra
 
-    from data_pipeline.config import CONF_DIR, ConfigError, register_configs, to_stage_config
+    import conf
+    from data_pipeline.config import CONF_DIR, ConfigError, load, register_configs, to_stage_config
 
+    conf.precheck(sys.argv[1:], load, 2)  # a wrong key or value: exit 2 with the key and the fix, before any work
     register_configs()
 
     @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")

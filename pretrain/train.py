@@ -512,6 +512,9 @@ def _global_mean_loss(losses: list, device) -> float:
 def main() -> None:
     import hydra
 
+    import conf
+
+    conf.precheck(sys.argv[1:], C.load, EXIT_CONFIG, "config error")
     C.register_configs()
 
     @hydra.main(config_path=C.CONF_DIR, config_name="config", version_base="1.3")

@@ -66,5 +66,10 @@ def test_cli_fails_before_starting(tiny_shards, tmp_path):
     assert proc.returncode == 2
     assert "config error: parallel.tp:" in proc.stderr and "Fix:" in proc.stderr
     assert not (tmp_path / "run").exists()
-    proc = run_trainer(1, ["model=tiny", *tiny_shards, "train.no_such_key=1"])
-    assert proc.returncode != 0 and "no_such_key" in proc.stderr
+    # a misspelt key or a value outside a choice: the same exit code (not requeued by slurm/pretrain.sbatch)
+    proc = run_trainer(1, ["model=tiny", *tiny_shards, "train.no_such_key=1", f"run.dir={tmp_path}/run"])
+    assert proc.returncode == 2, proc.stderr
+    assert "config error: train.no_such_key: Key 'no_such_key' not in 'TrainConfig'. Fix:" in proc.stderr
+    proc = run_trainer(1, ["model=tiny", *tiny_shards, "optim.decay=exp", f"run.dir={tmp_path}/run"])
+    assert proc.returncode == 2 and "Fix: use one of cosine, wsd, linear, constant" in proc.stderr
+    assert not (tmp_path / "run").exists()
