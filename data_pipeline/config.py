@@ -110,7 +110,8 @@ class DedupConfig:
     scope_key: str = "dump"  # metadata field naming the snapshot, for scope=snapshot
     keep: Keep = Keep.quality
     quality_key: str = "quality_score"
-    buckets: int = 0  # tasks of the pair-finding pipeline; 0: executor.tasks
+    buckets: int = 0  # tasks of the pair-finding and clustering pipelines; 0: executor.tasks
+    max_rounds: int = 32  # clustering rounds at most (a chain of n near copies needs about 2 log2 n)
 
 
 @dataclass
@@ -148,6 +149,8 @@ class StageConfig:
                      "set dedup.ngram, dedup.bands and dedup.rows to 1 or more")
             if not 0.0 < d.threshold <= 1.0:
                 fail("dedup.threshold", f"{d.threshold} is not a share", "use a share in (0, 1]")
+            if d.max_rounds < 1:
+                fail("dedup.max_rounds", f"{d.max_rounds}", "use 1 or more (32 by default)")
             if d.buckets < 0:
                 fail("dedup.buckets", f"{d.buckets} buckets", "use 0 (as many as executor.tasks) or more")
             if not (d.exact or d.url or d.minhash):

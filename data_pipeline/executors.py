@@ -92,8 +92,8 @@ class ManifestSlurmExecutor(SlurmPipelineExecutor):
         return args
 
     def launch_merge_stats(self):
-        if not self.manifest:  # an earlier pipeline of the stage: the last one writes the manifest
-            return super().launch_merge_stats()
+        if not self.manifest:  # an earlier pipeline of the stage: the manifest job reads its per-task stats
+            return
         command = (f"merge_stats {self.logging_dir.resolve_paths('stats')} "
                    f"-o {self.logging_dir.resolve_paths('stats.json')}\n"
                    f"{shlex.quote(self.python)} -m data_pipeline finalize {shlex.quote(self.output_dir)}")
@@ -160,6 +160,8 @@ def run_pipelines(cfg: StageConfig, pipelines: list, logging_dirs: list[str]) ->
     ex = cfg.executor
     if ex.kind == "local":
         for pipeline, logging_dir in zip(pipelines, logging_dirs):
+            if pipeline.skip is not None and pipeline.skip():
+                continue
             LocalPipelineExecutor(pipeline.steps, tasks=pipeline.tasks, workers=ex.workers, logging_dir=logging_dir,
                                   start_method="fork").run()
         write_manifest(cfg.output.dir)
@@ -167,6 +169,8 @@ def run_pipelines(cfg: StageConfig, pipelines: list, logging_dirs: list[str]) ->
         from mpi4py import MPI
 
         for i, (pipeline, logging_dir) in enumerate(zip(pipelines, logging_dirs)):
+            if pipeline.skip is not None and pipeline.skip():  # every rank sees the same files (shared disk)
+                continue
             MpiPipelineExecutor(pipeline.steps, tasks=pipeline.tasks, logging_dir=logging_dir,
                                 output_dir=cfg.output.dir, manifest=i == len(pipelines) - 1).run()
             MPI.COMM_WORLD.Barrier()

@@ -2,8 +2,15 @@
 
     <output.dir>/documents/<file>.jsonl.zst   kept documents, one file per input file (same bytes for any task count)
     <output.dir>/removed/<file>.jsonl.zst     removed ones, with metadata.dedup {reason, cluster_id, cluster_size, kept_id}
-    <output.dir>/work/                        signatures, bucket rows, pair forests, decisions (checksummed)
-    <output.dir>/manifest.json                documents in = kept + removed + errors; clusters; pairs
+    <output.dir>/work/                        signatures, bucket rows, edges, members, decisions (checksummed)
+    <output.dir>/manifest.json                documents in = kept + removed + errors; clusters; pairs; rounds
+
+Pipelines, in order (N = executor.tasks, B = dedup.buckets or N):
+
+    signatures (N)  -> pairs (B) -> clusters r00 .. r<max_rounds-1> (B each) -> members (B) -> keep (B) -> write (N)
+
+The clustering rounds stop at convergence: the local and MPI executors skip the rest, and under Slurm (where
+the whole chain is submitted at once) their tasks find the converged round and do nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ import os
 from data_pipeline.config import ConfigError, StageConfig
 from data_pipeline.dedup.minhash import MinHashParams, s_curve
 from data_pipeline.dedup.positions import Positions
-from data_pipeline.dedup.steps import Clusters, DedupDecide, Pairs, ShardedJsonlWriter, Signatures
+from data_pipeline.dedup.clusters import ComponentsRound, Keep, Members, converged_round, largest_cluster
+from data_pipeline.dedup.steps import DedupDecide, Pairs, ShardedJsonlWriter, Signatures
 from data_pipeline.extract import HtmlToText
 from data_pipeline.stages.base import (Books, DedupRole, ExtractorRole, Pipeline, ReaderRole, Stage, WorkRole,
                                        WriterRole)
@@ -53,13 +61,19 @@ class DedupStage(Stage):
         write_steps += [DedupDecide(work, positions, exclusion_writer=removed_writer),
                         ShardedJsonlWriter(f"{out}/documents", compression)]
         write_roles += [DedupRole(), WriterRole()]
+        pairs = Pairs(work, d.threshold, params.permutations, buckets)
+        rounds = [ComponentsRound(work, r, buckets) for r in range(d.max_rounds)]
+        members = Members(work, buckets, d.max_rounds)
+        keep = Keep(work, positions, d.keep, d.exact, d.url)
         return [
             Pipeline("signatures", steps + [signatures], roles + [WorkRole("signatures")], tasks, "signatures",
                      books=False, outputs_ok=signatures.outputs_ok),
-            Pipeline("pairs", [Pairs(work, d.threshold, params.permutations)], [WorkRole("pairs")], buckets, "pairs",
-                     books=False, outputs_ok=lambda r: Pairs(work, d.threshold, 1).outputs_ok(r)),
-            Pipeline("clusters", [Clusters(work, positions, d.keep, d.exact, d.url)], [WorkRole("clusters")], 1,
-                     "clusters", books=False),
+            Pipeline("pairs", [pairs], [WorkRole("pairs")], buckets, "pairs", books=False, outputs_ok=pairs.outputs_ok),
+            *[Pipeline(f"clusters_r{r.round:02d}", [r], [WorkRole(f"clusters_r{r.round:02d}")], buckets, f"clusters/r{r.round:02d}",
+                       books=False, outputs_ok=r.outputs_ok, skip=r.done_before) for r in rounds],
+            Pipeline("members", [members], [WorkRole("members")], buckets, "members", books=False,
+                     outputs_ok=members.outputs_ok),
+            Pipeline("keep", [keep], [WorkRole("clusters")], buckets, "keep", books=False, outputs_ok=keep.outputs_ok),
             Pipeline("write", write_steps, write_roles, tasks, "write"),
         ]
 
@@ -67,7 +81,10 @@ class DedupStage(Stage):
         cfg = state.get("config") or {}
         out = cfg.get("output", {}).get("dir")
         d = cfg.get("dedup", {})
+        work = f"{os.path.abspath(out)}/work" if out else ""
+        buckets = d.get("buckets") or cfg.get("executor", {}).get("tasks", 1)
         extra = {k: int(v) for k, v in sorted(books.extra.items())}
+        rounds_edges = [v // 2 for k, v in extra.items() if k.startswith("clusters_r") and k.endswith(".edges")]
         peak = {}
         for path in sorted(glob.glob(f"{os.path.abspath(out)}/work/rss/*.json")) if out else []:
             pipeline = os.path.basename(path).rsplit("_", 1)[0]
@@ -90,7 +107,9 @@ class DedupStage(Stage):
             "removed": {r: int(removed.get(r, 0)) for r in ("exact", "url", "minhash")},
             "clusters": extra.get("clusters.clusters", 0),
             "documents_in_clusters": extra.get("clusters.documents_in_clusters", 0),
-            "largest_cluster": extra.get("clusters.largest_cluster", 0),
+            "largest_cluster": largest_cluster(work) if out else 0,
+            "cluster_rounds_run": (converged_round(work, buckets, d.get("max_rounds", 0)) or 0) + 1 if out else 0,
+            "edges_per_round": rounds_edges,
             "candidate_pairs": extra.get("pairs.candidate_pairs", 0),
             "verified_pairs": extra.get("pairs.verified_pairs", 0),
             "rejected_pairs": extra.get("pairs.rejected_pairs", 0),

@@ -1,30 +1,29 @@
-"""The dedup stage's datatrove steps, one per pipeline (see stage.py for the order and the files).
+"""The dedup stage's datatrove steps (see stage.py for the order of the pipelines and clusters.py for the
+distributed clustering between pairs and write).
 
-signatures (N tasks)  documents -> nodes/<task>.npy (key, hashes, length, quality) and, per bucket,
-                      band rows (band key, doc, 32-bit signature) and exact/URL key rows
+signatures (N tasks)  documents -> per clustering partition, node rows (key, hashes, length, quality) and,
+                      per bucket, band rows (band key, doc, 32-bit signature) and exact/URL key rows
 pairs (B tasks)       bucket b: rows sorted by key; candidates of one key verified by signature agreement;
-                      local connected components -> edges/<b>.npy (node -> smallest node of its local part)
-clusters (1 task)     components over the per-bucket forests (numpy label propagation with pointer jumping);
-                      keep policy; decisions/<write task>.npy (removed doc, kept doc, cluster, size, reason)
+                      local connected components -> the edges (node, smallest node of its local part) of round 0
 write (N tasks)       documents -> kept under documents/, removed (with cluster metadata) under removed/
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
-import resource
 
 import numpy as np
-from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.jsonl import JsonlWriter
 
-from data_pipeline.dedup.minhash import MinHasher, MinHashParams, _fmix64, hash64, text_hash
+from data_pipeline.dedup.clusters import load_decisions, write_edges
+from data_pipeline.dedup.minhash import MinHasher, MinHashParams, hash64, text_hash
 from data_pipeline.dedup.positions import Positions
-from data_pipeline.dedup.records import read_records, records_ok, write_records
+from data_pipeline.dedup.records import read_records
+from data_pipeline.dedup.work import (EDGE_DTYPE, WorkStep, listed_outputs_ok, mix, node_dtype, node_part,
+                                      record_peak_rss, remove_listed, write_listing, write_partitioned)
 from data_pipeline.filters.links import normalize_url
 
 REASONS = ("exact", "url", "minhash")
@@ -33,29 +32,11 @@ PART_DOCS = 20000  # documents per part file of a signatures task: bounds its me
 WINDOW = 64  # a member of a band group is verified against this many members before it
 
 
-def node_dtype():
-    return np.dtype([("doc", "u8"), ("exact", "u8"), ("url", "u8"), ("scope", "u8"), ("length", "i8"),
-                     ("quality", "f8")])
-
-
 def band_dtype(k: int):
     return np.dtype([("key", "u8"), ("doc", "u8"), ("sig", "u4", (k,))])
 
 
 KEY_DTYPE = np.dtype([("key", "u8"), ("doc", "u8")])
-EDGE_DTYPE = np.dtype([("a", "u8"), ("b", "u8")])
-DECISION_DTYPE = np.dtype([("doc", "u8"), ("kept", "u8"), ("cluster", "u8"), ("size", "u4"), ("reason", "u1")])
-
-
-def record_peak_rss(work: str, pipeline: str, rank: int) -> None:
-    os.makedirs(f"{work}/rss", exist_ok=True)
-    with open(f"{work}/rss/{pipeline}_{rank:05d}.json", "w") as f:
-        json.dump({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}, f)
-
-
-def _mix(values: np.ndarray, salt: int) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return _fmix64(values.astype(np.uint64) ^ np.uint64(salt))
 
 
 def components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,15 +60,7 @@ def components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         label = new
 
 
-class _WorkStep(PipelineStep):
-    type = "🫂 - DEDUP"
-
-    def __init__(self, work: str):
-        super().__init__()
-        self.work = work
-
-
-class Signatures(_WorkStep):
+class Signatures(WorkStep):
     """Per document: stable key, exact/URL hashes, MinHash band rows; documents go no further."""
 
     name = "signatures"
@@ -99,17 +72,8 @@ class Signatures(_WorkStep):
         self.exact, self.url, self.minhash = exact, url, minhash
         self.scope, self.scope_key, self.quality_key = scope, scope_key, quality_key
 
-    def outputs(self, rank: int) -> list[str]:
-        return sorted(glob.glob(f"{self.work}/nodes/{rank:05d}.npy") + glob.glob(f"{self.work}/bands/*/{rank:05d}_*.npy")
-                      + glob.glob(f"{self.work}/keys/*/{rank:05d}_*.npy"))
-
     def outputs_ok(self, rank: int) -> bool:
-        listed = f"{self.work}/parts/{rank:05d}.json"
-        if not os.path.exists(listed):
-            return False
-        with open(listed) as f:
-            files = json.load(f)
-        return all(records_ok(f"{self.work}/{name}") for name in files)
+        return listed_outputs_ok(self.work, f"parts/{rank:05d}.json")
 
     def scope_of(self, doc, pos) -> int:
         if self.scope == "source":
@@ -119,29 +83,25 @@ class Signatures(_WorkStep):
         return 0
 
     def run(self, data, rank: int = 0, world_size: int = 1):
-        for path in self.outputs(rank):  # a task that is redone starts from nothing
-            os.remove(path)
+        remove_listed(self.work, f"parts/{rank:05d}.json")
         hasher = MinHasher(self.params)
         k = self.params.permutations
         nodes, bands, keys, written = [], [], [], []
         part = 0
 
         def flush():
-            nonlocal part, bands, keys
-            for kind, rows, dtype in (("bands", bands, band_dtype(k)), ("keys", keys, KEY_DTYPE)):
-                if not rows:
-                    continue
-                arr = np.concatenate(rows) if len(rows) > 1 else rows[0]
-                bucket = (arr["key"] % np.uint64(self.buckets)).astype(np.int64)
-                order = np.argsort(bucket, kind="stable")
-                arr, bucket = arr[order], bucket[order]
-                bounds = np.searchsorted(bucket, np.arange(self.buckets + 1))
-                for b in range(self.buckets):
-                    if bounds[b] < bounds[b + 1]:
-                        name = f"{kind}/{b:05d}/{rank:05d}_{part:05d}.npy"
-                        write_records(f"{self.work}/{name}", arr[bounds[b]:bounds[b + 1]])
-                        written.append(name)
-            bands, keys = [], []
+            nonlocal part, nodes, bands, keys
+            name = f"{rank:05d}_{part:05d}"
+            for kind, rows in (("bands", bands), ("keys", keys)):
+                if rows:
+                    arr = np.concatenate(rows) if len(rows) > 1 else rows[0]
+                    bucket = (arr["key"] % np.uint64(self.buckets)).astype(np.int64)
+                    written.extend(write_partitioned(self.work, kind, name, arr, bucket, self.buckets))
+            if nodes:
+                arr = np.array(nodes, dtype=node_dtype())
+                written.extend(write_partitioned(self.work, "nodes", name, arr, node_part(arr["doc"], self.buckets),
+                                                 self.buckets))
+            nodes, bands, keys = [], [], []
             part += 1
 
         count = 0
@@ -159,7 +119,7 @@ class Signatures(_WorkStep):
                 for kind, h in (("exact", exact), ("url", url_h)):
                     if h:
                         row = np.zeros(1, KEY_DTYPE)
-                        row["key"] = _mix(np.array([h ^ scope], dtype=np.uint64), KIND_SALT[kind])
+                        row["key"] = mix(np.array([h ^ scope], dtype=np.uint64), KIND_SALT[kind])
                         row["doc"] = key
                         keys.append(row)
                 if self.minhash:
@@ -180,13 +140,7 @@ class Signatures(_WorkStep):
             if count % PART_DOCS == 0:
                 flush()
         flush()
-        arr = np.array(nodes, dtype=node_dtype())
-        write_records(f"{self.work}/nodes/{rank:05d}.npy", arr)
-        written.append(f"nodes/{rank:05d}.npy")
-        os.makedirs(f"{self.work}/parts", exist_ok=True)
-        with open(f"{self.work}/parts/{rank:05d}.json.tmp", "w") as f:
-            json.dump(written, f)
-        os.replace(f"{self.work}/parts/{rank:05d}.json.tmp", f"{self.work}/parts/{rank:05d}.json")
+        write_listing(f"{self.work}/parts/{rank:05d}.json", written)
         record_peak_rss(self.work, self.name, rank)
         return
         yield
@@ -203,23 +157,26 @@ def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts[big], ends[big]
 
 
-class Pairs(_WorkStep):
-    """Bucket ``rank``: verified candidate pairs (and exact/URL groups) -> local components -> forest edges."""
+class Pairs(WorkStep):
+    """Bucket ``rank``: verified candidate pairs (and exact/URL groups) -> local components -> star edges
+    partitioned for the clustering rounds (``parts`` partitions)."""
 
     name = "pairs"
 
-    def __init__(self, work: str, threshold: float, permutations: int):
+    def __init__(self, work: str, threshold: float, permutations: int, parts: int):
         super().__init__(work)
-        self.threshold, self.k = threshold, permutations
+        self.threshold, self.k, self.parts = threshold, permutations, parts
 
     def outputs_ok(self, rank: int) -> bool:
-        return records_ok(f"{self.work}/edges/{rank:05d}.npy")
+        return listed_outputs_ok(self.work, f"cc/listing/pairs/{rank:05d}.json")
 
     def _load(self, kind: str, rank: int, dtype) -> np.ndarray:
         files = sorted(glob.glob(f"{self.work}/{kind}/{rank:05d}/*.npy"))
         return np.concatenate([read_records(f) for f in files]) if files else np.empty(0, dtype)
 
     def run(self, data, rank: int = 0, world_size: int = 1):
+        listing = f"cc/listing/pairs/{rank:05d}.json"
+        remove_listed(self.work, listing)
         a_parts, b_parts = [], []
         with self.track_time():
             keys = self._load("keys", rank, KEY_DTYPE)
@@ -250,76 +207,11 @@ class Pairs(_WorkStep):
             self.stat_update("dedup_candidate_pairs", value=candidates)
             self.stat_update("dedup_verified_pairs", value=verified)
             self.stat_update("dedup_rejected_pairs", value=candidates - verified)
-            edges = np.empty(0, EDGE_DTYPE)
-            if a_parts:
+            written = []
+            if a_parts:  # a star per local component: fewer edges for the rounds than the verified pairs
                 nodes, label = components(np.concatenate(a_parts), np.concatenate(b_parts))
-                moved = nodes != label
-                edges = np.zeros(int(moved.sum()), EDGE_DTYPE)
-                edges["a"], edges["b"] = label[moved], nodes[moved]
-            write_records(f"{self.work}/edges/{rank:05d}.npy", edges)
-        record_peak_rss(self.work, self.name, rank)
-        return
-        yield
-
-
-class Clusters(_WorkStep):
-    """Global components over the buckets' forests; the kept document of each; decisions per write task."""
-
-    name = "clusters"
-
-    def __init__(self, work: str, positions: Positions, keep: str, exact: bool, url: bool):
-        super().__init__(work)
-        self.positions, self.keep, self.exact, self.url = positions, keep, exact, url
-
-    def outputs_ok(self, rank: int) -> bool:
-        return all(records_ok(f"{self.work}/decisions/{t:05d}.npy") for t in range(-1, self.positions.tasks))
-
-    def run(self, data, rank: int = 0, world_size: int = 1):
-        with self.track_time():
-            edges = [read_records(f) for f in sorted(glob.glob(f"{self.work}/edges/*.npy"))]
-            edges = np.concatenate(edges) if edges else np.empty(0, EDGE_DTYPE)
-            decisions = np.empty(0, DECISION_DTYPE)
-            if len(edges):
-                nodes, label = components(edges["a"], edges["b"])
-                info = []
-                for f in sorted(glob.glob(f"{self.work}/nodes/*.npy")):
-                    arr = read_records(f)
-                    info.append(arr[np.isin(arr["doc"], nodes)])
-                info = np.concatenate(info)
-                info = info[np.argsort(info["doc"])]
-                if len(info) != len(nodes) or not np.array_equal(info["doc"], nodes):
-                    raise RuntimeError("dedup: pair files name documents missing from the signature files; "
-                                       "delete the output dir's work/ folder and rerun")
-                quality = -info["quality"] if self.keep == "quality" else np.zeros(len(info))
-                length = -info["length"] if self.keep in ("quality", "longest") else np.zeros(len(info), np.int64)
-                order = np.lexsort((info["doc"], length, quality, label))
-                label, info = label[order], info[order]
-                first = np.concatenate([[True], label[1:] != label[:-1]])
-                group = np.cumsum(first) - 1
-                kept_idx = np.flatnonzero(first)[group]
-                sizes = np.bincount(group)
-                removed = ~first
-                decisions = np.zeros(int(removed.sum()), DECISION_DTYPE)
-                decisions["doc"] = info["doc"][removed]
-                kept = info[kept_idx[removed]]
-                decisions["kept"] = kept["doc"]
-                decisions["cluster"] = label[removed]
-                decisions["size"] = sizes[group[removed]]
-                me = info[removed]
-                reason = np.full(len(me), 2, np.uint8)
-                if self.url:
-                    reason[(me["url"] != 0) & (me["url"] == kept["url"])] = 1
-                if self.exact:
-                    reason[(me["exact"] != 0) & (me["exact"] == kept["exact"])] = 0
-                decisions["reason"] = reason
-                self.stat_update("dedup_clusters", value=int(first.sum()))
-                self.stat_update("dedup_documents_in_clusters", value=len(info))
-                self.stat_update("dedup_largest_cluster", value=int(sizes.max()))
-            self.stat_update("dedup_removed", value=len(decisions))
-            decisions = decisions[np.argsort(decisions["doc"])]
-            owners = self.positions.owners(decisions["doc"])
-            for t in range(-1, self.positions.tasks):
-                write_records(f"{self.work}/decisions/{t:05d}.npy", decisions[owners == t])
+                written = write_edges(self.work, 0, rank, label, nodes, self.parts)
+        write_listing(f"{self.work}/{listing}", written)
         record_peak_rss(self.work, self.name, rank)
         return
         yield
@@ -338,9 +230,7 @@ class DedupDecide(BaseFilter):
         self._seen = 0
 
     def _load(self, rank: int):
-        parts = [read_records(f"{self.work}/decisions/{t:05d}.npy") for t in (-1, rank)]
-        d = np.concatenate(parts)
-        self._decisions = d[np.argsort(d["doc"])]
+        self._decisions = load_decisions(self.work, rank)
 
     def filter(self, doc):
         key = self.positions.key(doc.metadata.pop("dedup_pos"))

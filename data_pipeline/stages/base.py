@@ -177,6 +177,10 @@ class Pipeline:
     logs: str = ""  # "" -> <output.dir>/logs, else <output.dir>/logs/<logs>
     books: bool = True
     outputs_ok: Callable[[int], bool] | None = None  # are a finished task's files intact? (else it is redone)
+    # evaluated just before the pipeline would run: True when an earlier pipeline made it unnecessary (the
+    # dedup stage's clustering rounds after convergence). Executors that submit the whole chain in advance
+    # (Slurm) run it anyway, and its tasks find nothing to do.
+    skip: Callable[[], bool] | None = None
 
 
 class Stage:
@@ -232,6 +236,7 @@ def fingerprint(cfg: StageConfig, listing: list) -> str:
     """What must not change while a stage is half done: config (but how it is executed), the input file
     listing (names and sizes) and the code versions."""
     data = {k: v for k, v in asdict(cfg).items() if k not in ("executor", "progress")}
+    data["dedup"].pop("max_rounds", None)  # raising it lets a stage that did not converge go on
     data["tasks"] = cfg.executor.tasks
     data["listing"] = listing
     data["code"] = code_versions()
@@ -243,7 +248,8 @@ def check_or_record_state(cfg: StageConfig, pipelines: list[Pipeline], listing: 
     logs = get_datafolder(logs_dir(cfg))
     state = {"stage": cfg.stage, "tasks": cfg.executor.tasks, "fingerprint": fingerprint(cfg, listing),
              "pipelines": [{"name": p.name, "tasks": p.tasks, "logs": p.logs, "books": p.books,
-                            "roles": [r.to_json() for r in p.roles]} for p in pipelines]}
+                            "optional": p.skip is not None, "roles": [r.to_json() for r in p.roles]}
+                           for p in pipelines]}
     if logs.exists(STATE_FILE):
         with logs.open(STATE_FILE, "rt") as f:
             old = json.load(f)

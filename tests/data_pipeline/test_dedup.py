@@ -53,9 +53,9 @@ def read_jsonl_zst(folder):
     return out
 
 
-def run_dedup(inp, out, *extra, tasks=4, launcher=None, executor="local"):
+def run_dedup(inp, out, *extra, tasks=4, launcher=None, executor="local", timeout=300):
     return cli("stage=dedup", "dedup=fineweb", f"input.paths=[{inp}]", "input.format=jsonl", f"executor={executor}",
-               f"executor.tasks={tasks}", f"output.dir={out}", "progress=false", *extra, launcher=launcher)
+               f"executor.tasks={tasks}", f"output.dir={out}", "progress=false", *extra, launcher=launcher, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_truncated_signature_file_is_detected_and_its_task_redone(corpus, tmp_pa
     root, _, _ = corpus
     out = tmp_path / "resumed"
     run_dedup(root / "in", out)
-    nodes = out / "work" / "nodes" / "00001.npy"
+    nodes = sorted((out / "work" / "nodes").glob("*/00001_00000.npy"))[0]
     nodes.write_bytes(nodes.read_bytes()[:-40])
     for sub in ("documents", "removed", "logs/write/completions"):
         shutil.rmtree(out / sub)
@@ -187,3 +187,59 @@ def test_components_match_a_reference_union_find():
     for n in nodes.tolist():
         groups.setdefault(find(n), []).append(n)
     assert {int(n): int(l) for n, l in zip(nodes, label)} == {n: min(g) for g in groups.values() for n in g}
+
+
+def _rounds(work, a, b, tasks, max_rounds):
+    from data_pipeline.dedup.clusters import ComponentsRound, write_edges
+
+    for t in range(tasks):  # the pairs tasks' star edges, split arbitrarily
+        write_edges(str(work), 0, t, a[t::tasks], b[t::tasks], tasks)
+    for r in range(max_rounds):
+        step = ComponentsRound(str(work), r, tasks)
+        if not step.done_before():
+            for t in range(tasks):
+                list(step.run(None, t, tasks))
+
+
+@pytest.mark.parametrize("graph", ["random", "path"])
+def test_distributed_components_match_union_find_for_any_task_count(graph, tmp_path):
+    """The clustering rounds (large-star / small-star over partitioned edge files) give every node the
+    smallest node of its component, whatever the task count; a long chain needs more rounds, each bounded."""
+    from data_pipeline.dedup.clusters import converged_round, load_edges
+    from data_pipeline.dedup.work import node_part
+
+    rng = np.random.default_rng(1)
+    if graph == "random":
+        a, b = rng.integers(0, 3000, 2000).astype(np.uint64), rng.integers(0, 3000, 2000).astype(np.uint64)
+    else:  # a chain of 1500 near copies in shuffled key order: the worst case for label propagation
+        p = rng.permutation(1501).astype(np.uint64)
+        a, b = p[:-1], p[1:]
+    nodes, label = components(a, b)
+    linked = set(np.concatenate([a[a != b], b[a != b]]).tolist())  # self loops carry no edge
+    ref = {int(n): int(x) for n, x in zip(nodes, label) if int(n) in linked}
+    rounds_used = set()
+    for tasks in (1, 3, 8):
+        work = tmp_path / f"t{tasks}"
+        _rounds(work, a, b, tasks, 40)
+        final = converged_round(str(work), tasks, 40)
+        assert final is not None
+        rounds_used.add(final)
+        got = {}
+        for t in range(tasks):
+            e = load_edges(str(work), final, t)
+            for u in np.unique(e["a"]).tolist():
+                got[u] = min(u, int(e["b"][e["a"] == u].min()))
+            assert (node_part(e["a"], tasks) == t).all()
+        assert got == ref, tasks  # and each task held only its own partition's nodes (asserted above)
+    assert len(rounds_used) == 1  # the same rounds for any task count
+    if graph == "path":
+        assert 5 < rounds_used.pop() < 30
+
+
+def test_clustering_that_does_not_converge_says_which_key_to_raise(tmp_path):
+    from data_pipeline.dedup.clusters import Members
+
+    p = np.random.default_rng(2).permutation(301).astype(np.uint64)
+    _rounds(tmp_path, p[:-1], p[1:], 2, 2)
+    with pytest.raises(RuntimeError, match=r"dedup.max_rounds=2 rounds.*dedup.max_rounds=4: the finished rounds"):
+        list(Members(str(tmp_path), 2, 2).run(None, 0, 2))

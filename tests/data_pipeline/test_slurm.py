@@ -31,3 +31,22 @@ def test_mpi_under_srun_matches_local_run(local_slurm, chardet_pages, chardet_lo
     assert json.loads((out / "logs" / "mpi.json").read_text()) == {"world_size": 4,
                                                                     "tasks_by_rank": [[0], [1], [2], [3]]}
     assert output_files(out) == output_files(chardet_local)
+
+
+def test_dedup_as_chained_slurm_job_arrays_matches_local_run(local_slurm, tmp_path):
+    """stage=dedup's pipelines (signatures, pairs, clustering rounds, members, keep, write) submitted at once,
+    chained afterok; the rounds after convergence run and do nothing. Same bytes as the local run."""
+    from test_dedup import run_dedup, write_corpus
+
+    expected, n = write_corpus(tmp_path / "in")
+    run_dedup(tmp_path / "in", tmp_path / "local", "dedup.max_rounds=3", tasks=2)
+    out = tmp_path / "slurm"
+    proc = run_dedup(tmp_path / "in", out, "dedup.max_rounds=3", f"executor.partition={local_slurm.cluster.spec.partition}",
+                     "executor.mem_per_cpu_gb=0", "executor.time=00:10:00", tasks=2, executor="slurm", timeout=600)
+    assert "submitted job array" in proc.stdout and "(holds)" in proc.stdout
+    assert output_files(out) == output_files(tmp_path / "local")
+    m = manifest(out)
+    assert m["balanced"] and m["documents_in"] == n and m["removed"]["dedup"] == expected
+    assert m["dedup"]["cluster_rounds_run"] == manifest(tmp_path / "local")["dedup"]["cluster_rounds_run"]
+    # every round was submitted: 3 rounds x 2 tasks ran under Slurm, those after convergence as no-ops
+    assert all(len(list((out / "logs" / "clusters" / f"r{r:02d}" / "completions").iterdir())) == 2 for r in range(3))
