@@ -29,7 +29,10 @@ def _hydra_main() -> None:
 
             cfg = to_stage_config(hcfg)
             run_stage(cfg)
-        except (ConfigError, RuntimeError) as exc:
+        except ConfigError as exc:  # found once the input or a half-done stage is seen: still exit 2, no work done
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        except RuntimeError as exc:
             raise SystemExit(f"error: {exc}") from None
         from data_pipeline.report import report
 

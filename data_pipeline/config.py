@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Optional
 
 import conf
 from conf import ConfigError, fail
@@ -94,6 +94,15 @@ class OutputConfig:
 
 
 @dataclass
+class DedupIndexConfig:
+    """A persistent band index (data_pipeline/dedup/index.py): write this run's, read earlier runs'."""
+
+    write: Optional[str] = None  # folder to keep this run's band and key rows in
+    name: Optional[str] = None  # how ids of its documents are prefixed when another run reads it; None: folder name
+    read: list[str] = field(default_factory=list)  # indexes of earlier runs to dedup against (at most 8)
+
+
+@dataclass
 class DedupConfig:
     """stage=dedup: exact, URL and MinHash near-duplicate removal (presets in conf/data_pipeline/dedup/)."""
 
@@ -112,6 +121,7 @@ class DedupConfig:
     quality_key: str = "quality_score"
     buckets: int = 0  # tasks of the pair-finding and clustering pipelines; 0: executor.tasks
     max_rounds: int = 32  # clustering rounds at most (a chain of n near copies needs about 2 log2 n)
+    index: DedupIndexConfig = field(default_factory=DedupIndexConfig)
 
 
 @dataclass

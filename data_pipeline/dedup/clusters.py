@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from data_pipeline.dedup.index import is_index
 from data_pipeline.dedup.positions import Positions
 from data_pipeline.dedup.records import read_records
 from data_pipeline.dedup.work import (DECISION_DTYPE, EDGE_DTYPE, WorkStep, listed_outputs_ok, node_dtype,
@@ -170,6 +171,11 @@ class Members(WorkStep):
             for f in sorted(glob.glob(f"{self.work}/nodes/{rank:05d}/*.npy")):
                 arr = read_records(f)
                 found.append(arr[np.isin(arr["doc"], nodes)])
+            indexed = nodes[is_index(nodes)]  # documents of an index: no row here, and they always win (Keep)
+            if len(indexed):
+                rows = np.zeros(len(indexed), node_dtype())
+                rows["doc"], rows["quality"] = indexed, np.inf
+                found.append(rows)
             info = np.concatenate(found) if found else np.empty(0, node_dtype())
             info = info[np.argsort(info["doc"])]
             if len(info) != len(nodes) or not np.array_equal(info["doc"], nodes):
@@ -209,14 +215,15 @@ class Keep(WorkStep):
             if len(info):
                 quality = -info["quality"] if self.keep == "quality" else np.zeros(len(info))
                 length = -info["length"] if self.keep in ("quality", "longest") else np.zeros(len(info), np.int64)
-                info = info[np.lexsort((info["doc"], length, quality, info["label"]))]
+                outside = ~is_index(info["doc"])  # an index document (an earlier run's) is kept first
+                info = info[np.lexsort((info["doc"], length, quality, outside, info["label"]))]
                 label = info["label"]
                 first = np.concatenate([[True], label[1:] != label[:-1]])
                 group = np.cumsum(first) - 1
                 kept_idx = np.flatnonzero(first)[group]
                 sizes = np.bincount(group)
                 largest = int(sizes.max())
-                removed = ~first
+                removed = ~first & ~is_index(info["doc"])
                 decisions = np.zeros(int(removed.sum()), DECISION_DTYPE)
                 decisions["doc"] = info["doc"][removed]
                 kept = info[kept_idx[removed]]
@@ -229,9 +236,11 @@ class Keep(WorkStep):
                     reason[(me["url"] != 0) & (me["url"] == kept["url"])] = 1
                 if self.exact:
                     reason[(me["exact"] != 0) & (me["exact"] == kept["exact"])] = 0
+                reason[is_index(kept["doc"])] = 3
                 decisions["reason"] = reason
                 self.stat_update("dedup_clusters", value=int(first.sum()))
-                self.stat_update("dedup_documents_in_clusters", value=len(info))
+                self.stat_update("dedup_documents_in_clusters", value=int((~is_index(info["doc"])).sum()))
+                self.stat_update("dedup_index_documents_matched", value=int(is_index(info["doc"]).sum()))
             self.stat_update("dedup_removed", value=len(decisions))
             decisions = decisions[np.argsort(decisions["doc"])]
             owners = self.positions.owners(decisions["doc"]) + 1  # -1 (every task) -> folder 0

@@ -13,8 +13,10 @@ RECORD_BITS = 40
 
 
 class Positions:
-    def __init__(self, listing: list[list], tasks: int):
+    def __init__(self, listing: list[list], tasks: int, indexes: list[dict] | None = None):
         self.files = [(int(i), str(name)) for i, name, _ in listing]
+        # dedup.index.read: (name, Positions of the run that wrote it), for the ids of index documents
+        self.indexes = [(m["name"], Positions(m["listing"], 1)) for m in indexes or []]
         self.ordinal = {f: n for n, f in enumerate(self.files)}
         self.paths = sorted({i for i, _ in self.files})
         self.tasks = tasks
@@ -35,6 +37,10 @@ class Positions:
         return ordinal << RECORD_BITS | record
 
     def id_of(self, key: int) -> str:
+        if key >> 63:  # a document of an index (dedup/index.py): "<index name>:<its id there>"
+            number, inner = (key >> 60) & 7, key & ((1 << 60) - 1)
+            name, positions = self.indexes[number]
+            return f"{name}:{positions.id_of(inner)}"
         ordinal, record = key >> RECORD_BITS, key & ((1 << RECORD_BITS) - 1)
         if ordinal < len(self.files):
             index, name = self.files[ordinal]

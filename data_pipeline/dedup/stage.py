@@ -20,10 +20,11 @@ import json
 import os
 
 from data_pipeline.config import ConfigError, StageConfig
+from data_pipeline.dedup.index import ORDINAL_LIMIT, IndexWriter, open_indexes, settings_of
 from data_pipeline.dedup.minhash import MinHashParams, s_curve
 from data_pipeline.dedup.positions import Positions
 from data_pipeline.dedup.clusters import ComponentsRound, Keep, Members, converged_round, largest_cluster
-from data_pipeline.dedup.steps import DedupDecide, Pairs, ShardedJsonlWriter, Signatures
+from data_pipeline.dedup.steps import REASONS, DedupDecide, Pairs, ShardedJsonlWriter, Signatures
 from data_pipeline.extract import HtmlToText
 from data_pipeline.stages.base import (Books, DedupRole, ExtractorRole, Pipeline, ReaderRole, Stage, WorkRole,
                                        WriterRole)
@@ -40,9 +41,10 @@ class DedupStage(Stage):
         d, out, tasks = cfg.dedup, cfg.output.dir.rstrip("/"), cfg.executor.tasks
         work = os.path.abspath(out) + "/work"
         listing = input_listing(cfg)
-        positions = Positions(listing, tasks)
         params = MinHashParams(ngram=d.ngram, bands=d.bands, rows=d.rows, seed=d.seed)
         buckets = d.buckets or tasks
+        indexes = open_indexes(list(d.index.read), d, buckets)
+        positions = Positions(listing, tasks, indexes)
         compression = None if cfg.output.compression == "none" else "zstd"
 
         def read():
@@ -61,13 +63,14 @@ class DedupStage(Stage):
         write_steps += [DedupDecide(work, positions, exclusion_writer=removed_writer),
                         ShardedJsonlWriter(f"{out}/documents", compression)]
         write_roles += [DedupRole(), WriterRole()]
-        pairs = Pairs(work, d.threshold, params.permutations, buckets)
+        pairs = Pairs(work, d.threshold, params.permutations, buckets, indexes)
         rounds = [ComponentsRound(work, r, buckets) for r in range(d.max_rounds)]
         members = Members(work, buckets, d.max_rounds)
         keep = Keep(work, positions, d.keep, d.exact, d.url)
         return [
             Pipeline("signatures", steps + [signatures], roles + [WorkRole("signatures")], tasks, "signatures",
                      books=False, outputs_ok=signatures.outputs_ok),
+            *self.index_pipeline(cfg, work, listing, buckets),
             Pipeline("pairs", [pairs], [WorkRole("pairs")], buckets, "pairs", books=False, outputs_ok=pairs.outputs_ok),
             *[Pipeline(f"clusters_r{r.round:02d}", [r], [WorkRole(f"clusters_r{r.round:02d}")], buckets, f"clusters/r{r.round:02d}",
                        books=False, outputs_ok=r.outputs_ok, skip=r.done_before) for r in rounds],
@@ -76,6 +79,22 @@ class DedupStage(Stage):
             Pipeline("keep", [keep], [WorkRole("clusters")], buckets, "keep", books=False, outputs_ok=keep.outputs_ok),
             Pipeline("write", write_steps, write_roles, tasks, "write"),
         ]
+
+    @staticmethod
+    def index_pipeline(cfg: StageConfig, work: str, listing: list, buckets: int) -> list[Pipeline]:
+        d = cfg.dedup
+        if not d.index.write:
+            return []
+        if "://" in d.index.write:
+            raise ConfigError("dedup.index.write: must be a local (or network-mounted) folder, not a URL")
+        if len(listing) + len(cfg.input.paths) >= ORDINAL_LIMIT:
+            raise ConfigError(f"dedup.index.write: {len(listing)} input files; an index holds runs of fewer than "
+                              f"{ORDINAL_LIMIT}. Fix: index the dump in parts (one run per part)")
+        name = d.index.name or os.path.basename(os.path.abspath(d.index.write))
+        meta = {"name": name, "settings": settings_of(d), "buckets": buckets, "listing": listing}
+        writer = IndexWriter(work, d.index.write, meta)
+        return [Pipeline("index", [writer], [WorkRole("index")], buckets, "index", books=False,
+                         outputs_ok=writer.outputs_ok)]
 
     def manifest_extra(self, books: Books, state: dict) -> dict:
         cfg = state.get("config") or {}
@@ -104,7 +123,9 @@ class DedupStage(Stage):
         return {"dedup": {
             "preset": d.get("preset"), "ngram": d.get("ngram"), "bands": d.get("bands"), "rows": d.get("rows"),
             "threshold": d.get("threshold"), "scope": d.get("scope"),
-            "removed": {r: int(removed.get(r, 0)) for r in ("exact", "url", "minhash")},
+            "removed": {r: int(removed.get(r, 0)) for r in REASONS},
+            "index": {"read": list(d.get("index", {}).get("read") or []), "write": d.get("index", {}).get("write"),
+                      "index_documents_matched": extra.get("clusters.index_documents_matched", 0)},
             "clusters": extra.get("clusters.clusters", 0),
             "documents_in_clusters": extra.get("clusters.documents_in_clusters", 0),
             "largest_cluster": largest_cluster(work) if out else 0,

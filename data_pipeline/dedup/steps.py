@@ -19,6 +19,7 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.jsonl import JsonlWriter
 
 from data_pipeline.dedup.clusters import load_decisions, write_edges
+from data_pipeline.dedup.index import is_index, load_index_rows
 from data_pipeline.dedup.minhash import MinHasher, MinHashParams, hash64, text_hash
 from data_pipeline.dedup.positions import Positions
 from data_pipeline.dedup.records import read_records
@@ -26,7 +27,7 @@ from data_pipeline.dedup.work import (EDGE_DTYPE, WorkStep, listed_outputs_ok, m
                                       record_peak_rss, remove_listed, write_listing, write_partitioned)
 from data_pipeline.filters.links import normalize_url
 
-REASONS = ("exact", "url", "minhash")
+REASONS = ("exact", "url", "minhash", "duplicate_of_index")
 KIND_SALT = {"exact": 0x51ED2701, "url": 0xA11CE5}
 PART_DOCS = 20000  # documents per part file of a signatures task: bounds its memory
 WINDOW = 64  # a member of a band group is verified against this many members before it
@@ -163,16 +164,20 @@ class Pairs(WorkStep):
 
     name = "pairs"
 
-    def __init__(self, work: str, threshold: float, permutations: int, parts: int):
+    def __init__(self, work: str, threshold: float, permutations: int, parts: int, indexes: list | None = None):
         super().__init__(work)
         self.threshold, self.k, self.parts = threshold, permutations, parts
+        self.indexes = indexes or []  # dedup.index.read (index.py); its rows join this bucket's
 
     def outputs_ok(self, rank: int) -> bool:
         return listed_outputs_ok(self.work, f"cc/listing/pairs/{rank:05d}.json")
 
     def _load(self, kind: str, rank: int, dtype) -> np.ndarray:
         files = sorted(glob.glob(f"{self.work}/{kind}/{rank:05d}/*.npy"))
-        return np.concatenate([read_records(f) for f in files]) if files else np.empty(0, dtype)
+        rows = [read_records(f) for f in files]
+        if self.indexes:
+            rows.append(load_index_rows(self.indexes, kind, rank, self.parts, dtype))
+        return np.concatenate(rows) if rows else np.empty(0, dtype)
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         listing = f"cc/listing/pairs/{rank:05d}.json"
@@ -182,6 +187,9 @@ class Pairs(WorkStep):
             keys = self._load("keys", rank, KEY_DTYPE)
             keys = keys[np.lexsort((keys["doc"], keys["key"]))]
             starts, ends = _groups(keys["key"])
+            if self.indexes:  # a group of index documents only: no document of this run to decide
+                live = ~is_index(keys["doc"][starts])
+                starts, ends = starts[live], ends[live]
             for s, e in zip(starts, ends):  # same normalised text or URL: a star on the smallest doc
                 a_parts.append(np.full(e - s - 1, keys["doc"][s], dtype=np.uint64))
                 b_parts.append(keys["doc"][s + 1:e])
@@ -198,6 +206,8 @@ class Pairs(WorkStep):
                     lo = max(0, i - WINDOW)
                     agree = (sigs[lo:i] == sigs[i]).sum(axis=1)
                     ok = agree >= need
+                    if self.indexes and is_index(docs[i:i + 1])[0]:
+                        ok &= ~is_index(docs[lo:i])  # two index documents: not this run's business
                     candidates += i - lo
                     verified += int(ok.sum())
                     if ok.any():
@@ -218,7 +228,7 @@ class Pairs(WorkStep):
 
 
 class DedupDecide(BaseFilter):
-    """Drops the documents the clusters step removed (reason exact | url | minhash); every document gets
+    """Drops the documents the keep step removed (reason exact | url | minhash | duplicate_of_index); every document gets
     ``metadata.dedup_id``; a removed one also ``metadata.dedup`` = {reason, cluster_id, cluster_size, kept_id}."""
 
     name = "🫂 dedup decisions"

@@ -53,9 +53,9 @@ def read_jsonl_zst(folder):
     return out
 
 
-def run_dedup(inp, out, *extra, tasks=4, launcher=None, executor="local", timeout=300):
+def run_dedup(inp, out, *extra, tasks=4, launcher=None, executor="local", timeout=300, check=True):
     return cli("stage=dedup", "dedup=fineweb", f"input.paths=[{inp}]", "input.format=jsonl", f"executor={executor}",
-               f"executor.tasks={tasks}", f"output.dir={out}", "progress=false", *extra, launcher=launcher, timeout=timeout)
+               f"executor.tasks={tasks}", f"output.dir={out}", "progress=false", *extra, launcher=launcher, timeout=timeout, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +243,54 @@ def test_clustering_that_does_not_converge_says_which_key_to_raise(tmp_path):
     _rounds(tmp_path, p[:-1], p[1:], 2, 2)
     with pytest.raises(RuntimeError, match=r"dedup.max_rounds=2 rounds.*dedup.max_rounds=4: the finished rounds"):
         list(Members(str(tmp_path), 2, 2).run(None, 0, 2))
+
+
+def test_band_index_dedups_a_new_dump_against_an_earlier_one(tmp_path):
+    """Dump A writes an index; dump B (new pages, near and exact copies of A's, copies among its own) reads
+    it: B's copies of A are removed as duplicate_of_index with A's ids, B's own copies as usual, nothing of A
+    is written again; the same result for another bucket count that divides the index's."""
+    rng = random.Random(5)
+    a_docs = [{"id": f"a{i}", "text": _text(rng)} for i in range(40)]
+    (tmp_path / "A").mkdir()
+    (tmp_path / "A" / "00.jsonl").write_text("".join(json.dumps(d) + "\n" for d in a_docs))
+    run_dedup(tmp_path / "A", tmp_path / "outA", f"dedup.index.write={tmp_path / 'idxA'}", tasks=4)
+    meta = json.loads((tmp_path / "idxA" / "index.json").read_text())
+    assert meta["name"] == "idxA" and meta["buckets"] == 4
+    b_docs = [{"id": f"b{i}", "text": _text(rng)} for i in range(30)]
+    for i in range(0, 40, 4):  # near copies of A
+        w = a_docs[i]["text"].split()
+        w[20] = "edited"
+        b_docs.append({"id": f"nearA{i}", "text": " ".join(w)})
+    for i in range(1, 40, 8):  # exact copies of A (case changed)
+        b_docs.append({"id": f"exactA{i}", "text": a_docs[i]["text"].upper()})
+    b_docs += [{"id": f"ownB{i}", "text": b_docs[i]["text"] + " !"} for i in range(5)]  # B's own copies
+    rng.shuffle(b_docs)
+    (tmp_path / "B").mkdir()
+    (tmp_path / "B" / "00.jsonl").write_text("".join(json.dumps(d) + "\n" for d in b_docs))
+    index = f"dedup.index.read=[{tmp_path / 'idxA'}]"
+    run_dedup(tmp_path / "B", tmp_path / "outB", index, tasks=4)
+    m = manifest(tmp_path / "outB")
+    assert m["balanced"] and m["documents_in"] == len(b_docs)
+    assert m["removed"]["dedup"] == {"duplicate_of_index": 10 + 5, "exact": 5}
+    assert m["dedup"]["index"]["index_documents_matched"] == 15
+    kept = read_jsonl_zst(tmp_path / "outB" / "documents")
+    removed = read_jsonl_zst(tmp_path / "outB" / "removed")
+    kept_ids = {d["id"] for d in kept}
+    assert len(kept) == 30 and kept_ids >= {f"b{i}" for i in range(5, 30)}  # of each own copy pair, one stays
+    assert all(len(kept_ids & {f"b{i}", f"ownB{i}"}) == 1 for i in range(5))
+    a_ids = {f"a{r}": f"idxA:0/00.jsonl#{r}" for r in range(40)}  # A's ids: file 00.jsonl, record = line
+    for d in removed:
+        meta = d["metadata"]["dedup"]
+        if d["id"].startswith(("nearA", "exactA")):
+            assert meta["reason"] == "duplicate_of_index"
+            assert meta["kept_id"] == a_ids["a" + d["id"].lstrip("nearexactA")]
+        else:
+            assert meta["reason"] == "exact" and not meta["kept_id"].startswith("idxA:")  # B's own copies
+    # 2 buckets (divides the index's 4): the same bytes
+    run_dedup(tmp_path / "B", tmp_path / "outB2", index, tasks=2)
+    assert output_files(tmp_path / "outB2") == output_files(tmp_path / "outB")
+    # 3 buckets do not fit 4; other MinHash settings do not match the index's band keys
+    for extra, message in ((["executor.tasks=3"], "has 4 buckets and this run 3"),
+                           (["dedup=redpajama"], "was built with other settings")):
+        proc = run_dedup(tmp_path / "B", tmp_path / "refused", index, *extra, tasks=4, check=False)
+        assert proc.returncode == 2 and message in proc.stderr and "Fix:" in proc.stderr, proc.stderr[-2000:]
