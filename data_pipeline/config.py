@@ -20,6 +20,7 @@ CONF_DIR = conf.CONF_DIR / "data_pipeline"
 class Stage(StrEnum):
     filter = "filter"
     dedup = "dedup"
+    mix = "mix"
 
 
 class InputFormat(StrEnum):
@@ -125,15 +126,61 @@ class DedupConfig:
 
 
 @dataclass
+class MixSourceConfig:
+    """One source of a mixture: its documents (JSONL / .jsonl.zst files or folders, e.g. a stage's
+    documents/), its share of the training tokens and the most epochs it may be repeated."""
+
+    paths: list[str] = field(default_factory=list)
+    share: float = 0.0  # shares are normalised over the sources (a published table that does not sum to 1 is fine)
+    max_epochs: float = 1.0
+
+
+@dataclass
+class MixConfig:
+    """stage=mix (data_pipeline/mix/): per-source token shares of a total budget, solved from exact token
+    counts, apportioned per document (presets in conf/data_pipeline/mix/)."""
+
+    preset: str = "demo"
+    tokenizer: Optional[str] = None  # sentencepiece .model the tokens are counted with (EOD included)
+    total_tokens: float = 0.0  # the training tokens the mixture holds
+    seed: int = 1  # the fractional epoch's choice of documents: hash(document id, seed)
+    sources: dict[str, MixSourceConfig] = field(default_factory=dict)
+
+
+@dataclass
 class StageConfig:
     stage: Stage = Stage.filter
     input: InputConfig = field(default_factory=InputConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     filters: list[dict[str, Any]] = field(default_factory=list)  # [{kind: url}, {kind: language, languages: {en: 0.65}}]
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     progress: bool = True  # tqdm documents/s per task
+
+    def _validate_mix(self) -> None:
+        m = self.mix
+        if self.input.paths:
+            fail("input.paths", "stage=mix reads each source's own paths",
+                 "drop input.paths and set mix.sources.<name>.paths=[...]")
+        if not m.sources:
+            fail("mix.sources", "no sources", "pick a preset (mix=demo | mix=gpt3) or set mix.sources.<name>.*")
+        for name, src in m.sources.items():
+            if not src.paths:
+                fail(f"mix.sources.{name}.paths", "empty", f"pass mix.sources.{name}.paths=[DIR_OR_FILE,...] "
+                     "(JSONL documents, e.g. a filter or dedup stage's documents/)")
+            if not src.share > 0:
+                fail(f"mix.sources.{name}.share", f"{src.share}", "use a positive share (or drop the source)")
+            if not src.max_epochs > 0:
+                fail(f"mix.sources.{name}.max_epochs", f"{src.max_epochs}", "use a positive number of epochs")
+        if not m.total_tokens >= 1:
+            fail("mix.total_tokens", f"{m.total_tokens}", "set the training tokens the mixture holds, e.g. 3e11")
+        if not m.tokenizer:
+            fail("mix.tokenizer", "not set", "pass mix.tokenizer=PREFIX.model (the tokens are counted with it)")
+        if self.input.format != "jsonl":
+            fail("input.format", f"stage=mix reads JSONL documents, not {self.input.format}", "pass input.format=jsonl")
+        self.input.paths = [p for src in m.sources.values() for p in src.paths]
 
     def validate(self) -> "StageConfig":
         for key, value, choices in [("stage", self.stage, Stage), ("input.format", self.input.format, InputFormat),
@@ -142,6 +189,8 @@ class StageConfig:
                                     ("dedup.scope", self.dedup.scope, Scope), ("dedup.keep", self.dedup.keep, Keep)]:
             if value not in tuple(choices):
                 fail(key, f"unknown value {value!r}", f"use one of {', '.join(choices)}")
+        if self.stage == "mix":
+            self._validate_mix()
         if not self.input.paths:
             fail("input.paths", "empty", "pass input.paths=[DIR_OR_FILE,...] (local paths or s3://, https://)")
         if not self.output.dir:

@@ -11,7 +11,8 @@ import json
 
 from datatrove.io import get_datafolder
 
-from data_pipeline.stages.base import Books, DedupRole, ExtractorRole, FilterRole, ReaderRole, Role, logs_dir
+from data_pipeline.stages.base import (Books, DedupRole, ExtractorRole, FilterRole, MixRole, ReaderRole, Role,
+                                       logs_dir)
 
 
 class AccountingError(RuntimeError):
@@ -50,6 +51,8 @@ def build_manifest(output_dir: str) -> dict:
             continue
         previous = None
         for role in roles:
+            if isinstance(role, MixRole):
+                order.append(role.name)
             if isinstance(role, (FilterRole, DedupRole)):
                 order.append(role.name)
                 if previous is not None:
@@ -97,6 +100,7 @@ def write_manifest(output_dir: str) -> dict:
             f"removed ({manifest['removed_total']}) + errors ({manifest['errors_total']}); a step lost or invented "
             "documents. See manifest.json and logs/stats/."
         )
-    if manifest.get("dedup") and not manifest["dedup"].get("consistent", True):
-        raise AccountingError(f"{output_dir}: {manifest['dedup']['consistency_problem']}")
+    for section in ("dedup", "mix"):
+        if manifest.get(section) and not manifest[section].get("consistent", True):
+            raise AccountingError(f"{output_dir}: {manifest[section]['consistency_problem']}")
     return manifest

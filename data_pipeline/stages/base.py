@@ -66,7 +66,8 @@ class Role:
 
     @staticmethod
     def from_json(data: dict) -> "Role":
-        kinds = {cls.kind: cls for cls in (ReaderRole, ExtractorRole, FilterRole, WriterRole, WorkRole, DedupRole)}
+        kinds = {cls.kind: cls for cls in (ReaderRole, ExtractorRole, FilterRole, WriterRole, WorkRole, DedupRole,
+                                           MixRole)}
         if data.get("kind") not in kinds:
             raise ValueError(f"unknown step role {data!r} in {STATE_FILE}")
         return kinds[data["kind"]](name=data.get("name", ""))
@@ -161,6 +162,23 @@ class DedupRole(Role):
         for key, value in stats.items():
             if key.startswith("dedup_"):
                 books.extra[key[len("dedup_"):]] += _total(value)
+
+
+@dataclass(frozen=True)
+class MixRole(Role):
+    """stage=mix's write step: a document is kept (written one or more times) or removed as ``not_sampled``;
+    copies and characters written per source go to ``extra``."""
+
+    kind: ClassVar[str] = "mix"
+    name: str = "mix"
+
+    def account(self, stats, books):
+        books.kept += _total(stats.get("mix_kept"))
+        if _total(stats.get("dropped_not_sampled")):
+            books.removed[self.name]["not_sampled"] += _total(stats.get("dropped_not_sampled"))
+        for key, value in stats.items():
+            if key.startswith(("mix_copies.", "mix_chars.")):
+                books.extra[key] += _total(value)
 
 
 @dataclass

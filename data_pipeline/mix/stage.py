@@ -1,0 +1,229 @@
+"""stage=mix: sources mixed by token share, solved from exact token counts, apportioned per document.
+
+    python -m data_pipeline stage=mix mix=gpt3 mix.tokenizer=tok.model mix.sources.common_crawl.paths=[cc] ...
+
+Three pipelines (N = executor.tasks):
+
+    count (N)  each document's tokens under mix.tokenizer (EOD included, as the tokenize step writes them),
+               per source, and per bin of its uniform u = hash(source, file, record, seed) in [0, 1)
+    plan (1)   per source: target = share (normalised) x mix.total_tokens; epochs = target / available tokens;
+               a source that would need more than its max_epochs is refused, naming the fixes. Each document
+               is written floor(epochs) times, plus once more when u falls below the threshold that makes the
+               fractional epoch's tokens closest to its target (u is binned in 2^14 bins, so a source's planned
+               tokens are within 1/16384 of its tokens of the exact target)
+    write (N)  the copies: ``documents/<source>-<NNNNN>.jsonl.zst`` with NNNNN = epoch x N + task, so each
+               epoch is its own shards (the trainer's GPTDataset shuffles documents within what it reads);
+               each copy has ``metadata.mix = {source, epoch}``
+
+``<output.dir>/plan.json`` is the solved mixture; the manifest holds the realised-vs-target table. A document
+is kept (written one or more times) or removed with reason ``not_sampled`` (an epoch below one left it out).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.writers.jsonl import JsonlWriter
+
+from data_pipeline.config import ConfigError, StageConfig
+from data_pipeline.dedup.minhash import hash64
+from data_pipeline.dedup.records import read_records, records_ok, write_records
+from data_pipeline.stages.base import Books, MixRole, Pipeline, ReaderRole, Stage, WorkRole
+from data_pipeline.stages.inputs import build_readers, input_listing
+
+BINS = 1 << 14
+
+
+def uniform_bin(source: str, name: str, record: int, seed: int) -> int:
+    """The document's bin of u = hash(source, file, record, seed) / 2^64: the same for any task count, read
+    order or input listing."""
+    return hash64(f"{source}\0{name}\0{record}\0{seed}".encode()) * BINS >> 64
+
+
+class _MixStep(PipelineStep):
+    type = "🥣 - MIX"
+
+    def __init__(self, work: str, sources: list[str], path_source: list[int]):
+        super().__init__()
+        self.work, self.sources, self.path_source = work, sources, path_source
+
+
+class MixCount(_MixStep):
+    """Per task: an int64 array [sources, 2 + 2 BINS]: documents, tokens, tokens per u bin, documents per u bin."""
+
+    name = "count"
+
+    def __init__(self, work, sources, path_source, tokenizer: str, seed: int):
+        super().__init__(work, sources, path_source)
+        self.tokenizer, self.seed = tokenizer, seed
+
+    def outputs_ok(self, rank: int) -> bool:
+        return records_ok(f"{self.work}/counts/{rank:05d}.npy")
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=self.tokenizer)
+        counts = np.zeros((len(self.sources), 2 + 2 * BINS), np.int64)
+        for doc in data or ():
+            index, name, record = doc.metadata.pop("dedup_pos")
+            s = self.path_source[int(index)]
+            with self.track_time():
+                tokens = len(sp.encode(doc.text)) + 1
+            b = uniform_bin(self.sources[s], name, int(record), self.seed)
+            counts[s, 0] += 1
+            counts[s, 1] += tokens
+            counts[s, 2 + b] += tokens
+            counts[s, 2 + BINS + b] += 1
+            self.stat_update("mix_documents")
+        write_records(f"{self.work}/counts/{rank:05d}.npy", counts)
+        return
+        yield
+
+
+def solve(counts: np.ndarray, sources: list[str], shares: list[float], caps: list[float], total: float) -> dict:
+    """The mixture: per source its target, epochs, full epochs and the u-bin threshold of the fractional one."""
+    shares = np.asarray(shares, float) / sum(shares)
+    plan, problems = {}, []
+    for s, name in enumerate(sources):
+        docs, tokens = int(counts[s, 0]), int(counts[s, 1])
+        hist, doc_hist = counts[s, 2:2 + BINS], counts[s, 2 + BINS:]
+        target = shares[s] * total
+        if tokens == 0:
+            problems.append(f"source {name} has no documents (check mix.sources.{name}.paths)")
+            continue
+        epochs = target / tokens
+        if epochs > caps[s] + 1e-12:
+            problems.append(
+                f"source {name} would need {epochs:.3g} epochs ({target:.4g} target tokens = share "
+                f"{shares[s]:.4f} x {total:.4g}; it has {tokens:,}) but mix.sources.{name}.max_epochs={caps[s]:g}. "
+                f"Fix: mix.total_tokens<={caps[s] * tokens / shares[s]:.4g}, or mix.sources.{name}.max_epochs="
+                f"{math.ceil(epochs * 100) / 100:g}, or a share of at most {caps[s] * tokens / total:.4f} of the "
+                f"mixture for {name}, or more text for it")
+            continue
+        full = int(math.floor(epochs + 1e-12))
+        rest = target - full * tokens
+        cum = np.concatenate([[0], np.cumsum(hist)])
+        threshold = int(np.argmin(np.abs(cum - rest)))
+        planned = full * tokens + int(cum[threshold])
+        plan[name] = {"share": float(shares[s]), "target_tokens": int(round(target)), "available_tokens": tokens,
+                      "available_documents": docs, "epochs": epochs, "full_epochs": full, "threshold_bin": threshold,
+                      "planned_tokens": planned, "planned_documents": full * docs + int(doc_hist[:threshold].sum()),
+                      "max_epochs": caps[s]}
+    if problems:
+        raise ConfigError("mix: " + "; ".join(problems))
+    return plan
+
+
+class MixPlan(_MixStep):
+    """Sums the counts of every task and solves the mixture into ``plan.json``."""
+
+    name = "plan"
+
+    def __init__(self, work, sources, path_source, shares, caps, total, tasks: int, out: str):
+        super().__init__(work, sources, path_source)
+        self.shares, self.caps, self.total, self.tasks, self.out = shares, caps, total, tasks, out
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        counts = sum(read_records(f"{self.work}/counts/{t:05d}.npy") for t in range(self.tasks))
+        plan = solve(counts, self.sources, self.shares, self.caps, self.total)
+        tmp = f"{self.out}/plan.json.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"total_tokens": self.total, "sources": plan}, f, indent=1)
+        os.replace(tmp, f"{self.out}/plan.json")
+        return
+        yield
+
+
+class MixWrite(_MixStep):
+    """Writes each document as many times as the plan says, one shard per (source, epoch, task)."""
+
+    name = "🥣 mix"
+
+    def __init__(self, work, sources, path_source, seed: int, out: str, compression: str | None, tasks: int):
+        super().__init__(work, sources, path_source)
+        self.seed, self.out, self.compression, self.tasks = seed, out, compression, tasks
+
+    def run(self, data, rank: int = 0, world_size: int = 1):
+        with open(f"{self.out}/plan.json") as f:
+            plan = json.load(f)["sources"]
+        suffix = ".jsonl" + (".zst" if self.compression else "")
+        writer = JsonlWriter(f"{self.out}/documents", output_filename="${shard}" + suffix,
+                             compression=self.compression)
+        with writer:
+            for doc in data or ():
+                index, name, record = doc.metadata.pop("dedup_pos")
+                source = self.sources[self.path_source[int(index)]]
+                p = plan[source]
+                copies = p["full_epochs"] + (uniform_bin(source, name, int(record), self.seed) < p["threshold_bin"])
+                self.stat_update("mix_documents")
+                if not copies:
+                    self.stat_update("dropped_not_sampled")
+                    continue
+                self.stat_update("mix_kept")
+                self.stat_update(f"mix_copies.{source}", value=copies)
+                self.stat_update(f"mix_chars.{source}", value=copies * len(doc.text))
+                for epoch in range(copies):
+                    doc.metadata["mix"] = {"source": source, "epoch": epoch}
+                    writer.write(doc, rank, shard=f"{source}-{epoch * self.tasks + rank:05d}")
+        return
+        yield
+
+
+class MixStage(Stage):
+    name = "mix"
+
+    def pipelines(self, cfg: StageConfig) -> list[Pipeline]:
+        if "://" in cfg.output.dir:
+            raise ConfigError("stage=mix writes plan.json with local I/O: output.dir must be a local (or mounted) folder")
+        m, tasks = cfg.mix, cfg.executor.tasks
+        out = os.path.abspath(cfg.output.dir)
+        work = f"{out}/work"
+        if not os.path.exists(m.tokenizer):
+            raise ConfigError(f"mix.tokenizer: {m.tokenizer} does not exist. Fix: train one with "
+                              f"`python -m data_pipeline.tokenizer train ...` and pass its .model")
+        sources = list(m.sources)
+        path_source = [s for s, src in enumerate(m.sources.values()) for _ in src.paths]
+        input_listing(cfg)  # every path exists
+        compression = None if cfg.output.compression == "none" else "zstd"
+        count_steps = build_readers(cfg, positions=True)
+        count = MixCount(work, sources, path_source, m.tokenizer, m.seed)
+        plan = MixPlan(work, sources, path_source, [s.share for s in m.sources.values()],
+                       [s.max_epochs for s in m.sources.values()], m.total_tokens, tasks, out)
+        write_steps = build_readers(cfg, positions=True)
+        return [
+            Pipeline("count", count_steps + [count], [ReaderRole() for _ in count_steps] + [WorkRole("count")],
+                     tasks, "count", books=False, outputs_ok=count.outputs_ok),
+            Pipeline("plan", [plan], [WorkRole("plan")], 1, "plan", books=False,
+                     outputs_ok=lambda r: os.path.exists(f"{out}/plan.json")),
+            Pipeline("write", write_steps + [MixWrite(work, sources, path_source, m.seed, out, compression, tasks)],
+                     [ReaderRole() for _ in write_steps] + [MixRole("mix")], tasks, "write"),
+        ]
+
+    def manifest_extra(self, books: Books, state: dict) -> dict:
+        out = (state.get("config") or {}).get("output", {}).get("dir")
+        try:
+            with open(f"{os.path.abspath(out)}/plan.json") as f:
+                plan = json.load(f)
+        except (OSError, TypeError, ValueError):
+            return {}
+        total = plan["total_tokens"]
+        rows, problems = {}, []
+        for name, p in plan["sources"].items():
+            copies = int(books.extra.get(f"mix_copies.{name}", 0))
+            if copies != p["planned_documents"]:
+                problems.append(f"{name}: {copies} documents written, {p['planned_documents']} planned (the input "
+                                f"changed between the count and write passes)")
+            rows[name] = {
+                "target_share": round(p["share"], 6), "target_tokens": p["target_tokens"],
+                "realised_tokens": p["planned_tokens"], "realised_share": round(p["planned_tokens"] / total, 6),
+                "epochs": round(p["planned_tokens"] / p["available_tokens"], 4), "max_epochs": p["max_epochs"],
+                "available_tokens": p["available_tokens"], "documents_written": copies,
+                "characters_written": int(books.extra.get(f"mix_chars.{name}", 0)),
+            }
+        return {"mix": {"total_tokens": total, "realised_tokens": sum(r["realised_tokens"] for r in rows.values()),
+                        "sources": rows, "consistent": not problems, "consistency_problem": "; ".join(problems)}}

@@ -1,0 +1,107 @@
+"""stage=mix through the real CLI: shares solved from exact token counts, epochs within caps, the fractional
+epoch drawn per document from hash(id, seed), the same bytes for any task count, refusals that name the fix."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+import zstandard
+from stage_helpers import cli, manifest, output_files
+
+from data_pipeline.config import ConfigError
+from data_pipeline.mix.stage import BINS, solve
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """Three sources of documents of random length cut from the kit's botchan, 3 .jsonl.zst shards each."""
+    from data_pipeline.samples import fetch
+    from data_pipeline.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("mix")
+    words = fetch(["botchan"])["botchan"].read_text().split()
+    rng = random.Random(0)
+    for name, n in {"crawl": 300, "wiki": 120, "books": 30}.items():
+        (root / name).mkdir()
+        for f in range(3):
+            docs = []
+            for i in range(n // 3):
+                start, length = rng.randrange(len(words) - 300), rng.randint(20, 200)
+                docs.append({"id": f"{name}{f}-{i}", "text": " ".join(words[start:start + length])})
+            data = "".join(json.dumps(d) + "\n" for d in docs).encode()
+            (root / name / f"{f:02d}.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
+    sample = [" ".join(words[i:i + 400]) for i in range(0, len(words), 400)]
+    model = train_tokenizer(sample, 512, root / "tok", files=False)
+    return root, model
+
+
+def run_mix(root, model, out, *extra, tasks=2, check=True):
+    return cli("stage=mix", "mix=demo", f"mix.tokenizer={model}", "input.format=jsonl", "executor=local",
+               f"executor.tasks={tasks}", f"output.dir={out}", "progress=false",
+               f"mix.sources.crawl.paths=[{root / 'crawl'}]", "mix.sources.crawl.max_epochs=1",
+               f"mix.sources.wikipedia.paths=[{root / 'wiki'}]", "mix.sources.wikipedia.max_epochs=3",
+               f"mix.sources.books.paths=[{root / 'books'}]", *extra, check=check)
+
+
+def _tokens(model, folder):
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    out = {}
+    for p in sorted(folder.glob("*.jsonl.zst")):
+        for line in zstandard.ZstdDecompressor().decompressobj().decompress(p.read_bytes()).decode().splitlines():
+            d = json.loads(line)
+            src = d["metadata"]["mix"]["source"]
+            assert p.name.startswith(src + "-")
+            out[src] = out.get(src, 0) + len(sp.encode(d["text"])) + 1
+    return out
+
+
+def test_mix_realises_the_shares_in_tokens(sources, tmp_path):
+    root, model = sources
+    # total = 1.4x the wiki tokens / 0.4 -> wiki 1.4 epochs, crawl below one epoch, books several
+    probe = run_mix(root, model, tmp_path / "probe", "mix.total_tokens=1", check=False)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    plan = json.loads((tmp_path / "probe" / "plan.json").read_text())["sources"]
+    wiki = plan["wikipedia"]["available_tokens"]
+    total = int(1.4 * wiki / 0.4)
+    run_mix(root, model, tmp_path / "t2", f"mix.total_tokens={total}")
+    m = manifest(tmp_path / "t2")
+    assert m["balanced"] and m["mix"]["consistent"], m
+    written = _tokens(model, tmp_path / "t2" / "documents")
+    for name, share in (("crawl", 0.5), ("wikipedia", 0.4), ("books", 0.1)):
+        row = m["mix"]["sources"][name]
+        assert written[name] == row["realised_tokens"]  # the plan's exact token count is what was written
+        assert abs(row["realised_tokens"] / total - share) < 0.002, (name, row)
+        assert row["epochs"] <= row["max_epochs"]
+    assert 1 < m["mix"]["sources"]["wikipedia"]["epochs"] < 2 and m["mix"]["sources"]["crawl"]["epochs"] < 1
+    assert m["removed"]["mix"]["not_sampled"] > 0  # crawl below one epoch leaves documents out
+    # the same bytes for another task count (the shards are named by epoch x tasks + task, so compare content)
+    run_mix(root, model, tmp_path / "t3", f"mix.total_tokens={total}", tasks=3)
+    assert _tokens(model, tmp_path / "t3" / "documents") == written
+    assert json.loads((tmp_path / "t3" / "plan.json").read_text()) == json.loads((tmp_path / "t2" / "plan.json").read_text())
+
+
+def test_a_source_without_enough_text_is_refused_naming_the_fixes(sources, tmp_path):
+    root, model = sources
+    proc = run_mix(root, model, tmp_path / "big", "mix.total_tokens=1e8", check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    for fix in ("source books would need", "mix.sources.books.max_epochs=4", "Fix: mix.total_tokens<=",
+                "mix.sources.crawl.max_epochs="):
+        assert fix in proc.stderr, proc.stderr[-2000:]
+    bad = run_mix(root, model, tmp_path / "bad", "mix.total_tokens=1e5", "input.paths=[x]", check=False)
+    assert bad.returncode == 2 and "drop input.paths" in bad.stderr
+
+
+def test_solve_fractional_epoch_threshold_is_the_closest_bin():
+    rng = np.random.default_rng(0)
+    counts = np.zeros((1, 2 + 2 * BINS), np.int64)
+    hist = rng.integers(0, 50, BINS)
+    counts[0, 2:2 + BINS] = hist
+    counts[0, 2 + BINS:] = (hist > 0)
+    counts[0, 1], counts[0, 0] = hist.sum(), (hist > 0).sum()
+    plan = solve(counts, ["a"], [1.0], [3.0], 2.3 * hist.sum())["a"]
+    assert plan["full_epochs"] == 2 and abs(plan["planned_tokens"] - 2.3 * hist.sum()) <= hist.max()
+    with pytest.raises(ConfigError, match="would need 3.3 epochs"):
+        solve(counts, ["a"], [1.0], [3.0], 3.3 * hist.sum())
