@@ -144,6 +144,9 @@ class MixConfig:
     tokenizer: Optional[str] = None  # sentencepiece .model the tokens are counted with (EOD included)
     total_tokens: float = 0.0  # the training tokens the mixture holds
     seed: int = 1  # the fractional epoch's choice of documents: hash(document id, seed)
+    # share of each source's documents held out for validation (hash(document id) < holdout), written once
+    # under valid/ and never mixed into training, so no copy of a validation document is trained on
+    holdout: float = 0.01
     sources: dict[str, MixSourceConfig] = field(default_factory=dict)
 
 
@@ -174,6 +177,8 @@ class StageConfig:
                 fail(f"mix.sources.{name}.share", f"{src.share}", "use a positive share (or drop the source)")
             if not src.max_epochs > 0:
                 fail(f"mix.sources.{name}.max_epochs", f"{src.max_epochs}", "use a positive number of epochs")
+        if not 0.0 <= m.holdout < 0.5:
+            fail("mix.holdout", f"{m.holdout}", "use a share in [0, 0.5), e.g. 0.01 (0: no validation documents)")
         if not m.total_tokens >= 1:
             fail("mix.total_tokens", f"{m.total_tokens}", "set the training tokens the mixture holds, e.g. 3e11")
         if not m.tokenizer:

@@ -13,7 +13,9 @@ Three pipelines (N = executor.tasks):
                tokens are within 1/16384 of its tokens of the exact target)
     write (N)  the copies: ``documents/<source>-<NNNNN>.jsonl.zst`` with NNNNN = epoch x N + task, so each
                epoch is its own shards (the trainer's GPTDataset shuffles documents within what it reads);
-               each copy has ``metadata.mix = {source, epoch}``
+               each copy has ``metadata.mix = {source, split: train, epoch}``. A share ``mix.holdout`` of each
+               source's documents (by hash(source, file, record)) is held out: written once to
+               ``valid/<source>-<task>.jsonl.zst`` (``split: valid``), never counted or mixed
 
 ``<output.dir>/plan.json`` is the solved mixture; the manifest holds the realised-vs-target table. A document
 is kept (written one or more times) or removed with reason ``not_sampled`` (an epoch below one left it out).
@@ -44,6 +46,12 @@ def uniform_bin(source: str, name: str, record: int, seed: int) -> int:
     return hash64(f"{source}\0{name}\0{record}\0{seed}".encode()) * BINS >> 64
 
 
+def held_out(source: str, name: str, record: int, holdout: float) -> bool:
+    """A validation document: hash(source, file, record) / 2^64 < holdout (independent of mix.seed, so the
+    validation set stays the same when the training mixture is redrawn)."""
+    return hash64(f"{source}\0{name}\0{record}\0valid".encode()) < holdout * 2.0 ** 64
+
+
 class _MixStep(PipelineStep):
     type = "🥣 - MIX"
 
@@ -57,9 +65,9 @@ class MixCount(_MixStep):
 
     name = "count"
 
-    def __init__(self, work, sources, path_source, tokenizer: str, seed: int):
+    def __init__(self, work, sources, path_source, tokenizer: str, seed: int, holdout: float):
         super().__init__(work, sources, path_source)
-        self.tokenizer, self.seed = tokenizer, seed
+        self.tokenizer, self.seed, self.holdout = tokenizer, seed, holdout
 
     def outputs_ok(self, rank: int) -> bool:
         return records_ok(f"{self.work}/counts/{rank:05d}.npy")
@@ -72,6 +80,8 @@ class MixCount(_MixStep):
         for doc in data or ():
             index, name, record = doc.metadata.pop("dedup_pos")
             s = self.path_source[int(index)]
+            if held_out(self.sources[s], name, int(record), self.holdout):
+                continue
             with self.track_time():
                 tokens = len(sp.encode(doc.text)) + 1
             b = uniform_bin(self.sources[s], name, int(record), self.seed)
@@ -144,9 +154,10 @@ class MixWrite(_MixStep):
 
     name = "🥣 mix"
 
-    def __init__(self, work, sources, path_source, seed: int, out: str, compression: str | None, tasks: int):
+    def __init__(self, work, sources, path_source, seed: int, holdout: float, out: str, compression: str | None,
+                 tasks: int):
         super().__init__(work, sources, path_source)
-        self.seed, self.out, self.compression, self.tasks = seed, out, compression, tasks
+        self.seed, self.holdout, self.out, self.compression, self.tasks = seed, holdout, out, compression, tasks
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         with open(f"{self.out}/plan.json") as f:
@@ -154,11 +165,18 @@ class MixWrite(_MixStep):
         suffix = ".jsonl" + (".zst" if self.compression else "")
         writer = JsonlWriter(f"{self.out}/documents", output_filename="${shard}" + suffix,
                              compression=self.compression)
-        with writer:
+        valid = JsonlWriter(f"{self.out}/valid", output_filename="${shard}" + suffix, compression=self.compression)
+        with writer, valid:
             for doc in data or ():
                 index, name, record = doc.metadata.pop("dedup_pos")
                 source = self.sources[self.path_source[int(index)]]
                 p = plan[source]
+                if held_out(source, name, int(record), self.holdout):
+                    self.stat_update("mix_kept")
+                    self.stat_update(f"mix_valid.{source}")
+                    doc.metadata["mix"] = {"source": source, "split": "valid"}
+                    valid.write(doc, rank, shard=f"{source}-{rank:05d}")
+                    continue
                 copies = p["full_epochs"] + (uniform_bin(source, name, int(record), self.seed) < p["threshold_bin"])
                 self.stat_update("mix_documents")
                 if not copies:
@@ -168,7 +186,7 @@ class MixWrite(_MixStep):
                 self.stat_update(f"mix_copies.{source}", value=copies)
                 self.stat_update(f"mix_chars.{source}", value=copies * len(doc.text))
                 for epoch in range(copies):
-                    doc.metadata["mix"] = {"source": source, "epoch": epoch}
+                    doc.metadata["mix"] = {"source": source, "split": "train", "epoch": epoch}
                     writer.write(doc, rank, shard=f"{source}-{epoch * self.tasks + rank:05d}")
         return
         yield
@@ -191,7 +209,7 @@ class MixStage(Stage):
         input_listing(cfg)  # every path exists
         compression = None if cfg.output.compression == "none" else "zstd"
         count_steps = build_readers(cfg, positions=True)
-        count = MixCount(work, sources, path_source, m.tokenizer, m.seed)
+        count = MixCount(work, sources, path_source, m.tokenizer, m.seed, m.holdout)
         plan = MixPlan(work, sources, path_source, [s.share for s in m.sources.values()],
                        [s.max_epochs for s in m.sources.values()], m.total_tokens, tasks, out)
         write_steps = build_readers(cfg, positions=True)
@@ -200,7 +218,7 @@ class MixStage(Stage):
                      tasks, "count", books=False, outputs_ok=count.outputs_ok),
             Pipeline("plan", [plan], [WorkRole("plan")], 1, "plan", books=False,
                      outputs_ok=lambda r: os.path.exists(f"{out}/plan.json")),
-            Pipeline("write", write_steps + [MixWrite(work, sources, path_source, m.seed, out, compression, tasks)],
+            Pipeline("write", write_steps + [MixWrite(work, sources, path_source, m.seed, m.holdout, out, compression, tasks)],
                      [ReaderRole() for _ in write_steps] + [MixRole("mix")], tasks, "write"),
         ]
 
@@ -224,6 +242,7 @@ class MixStage(Stage):
                 "epochs": round(p["planned_tokens"] / p["available_tokens"], 4), "max_epochs": p["max_epochs"],
                 "available_tokens": p["available_tokens"], "documents_written": copies,
                 "characters_written": int(books.extra.get(f"mix_chars.{name}", 0)),
+                "validation_documents": int(books.extra.get(f"mix_valid.{name}", 0)),
             }
         return {"mix": {"total_tokens": total, "realised_tokens": sum(r["realised_tokens"] for r in rows.values()),
                         "sources": rows, "consistent": not problems, "consistency_problem": "; ".join(problems)}}

@@ -177,7 +177,7 @@ class MixRole(Role):
         if _total(stats.get("dropped_not_sampled")):
             books.removed[self.name]["not_sampled"] += _total(stats.get("dropped_not_sampled"))
         for key, value in stats.items():
-            if key.startswith(("mix_copies.", "mix_chars.")):
+            if key.startswith(("mix_copies.", "mix_chars.", "mix_valid.")):
                 books.extra[key] += _total(value)
 
 

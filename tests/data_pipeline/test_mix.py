@@ -66,7 +66,7 @@ def test_mix_realises_the_shares_in_tokens(sources, tmp_path):
     plan = json.loads((tmp_path / "probe" / "plan.json").read_text())["sources"]
     wiki = plan["wikipedia"]["available_tokens"]
     total = int(1.4 * wiki / 0.4)
-    run_mix(root, model, tmp_path / "t2", f"mix.total_tokens={total}")
+    run_mix(root, model, tmp_path / "t2", f"mix.total_tokens={total}", "mix.holdout=0.1")
     m = manifest(tmp_path / "t2")
     assert m["balanced"] and m["mix"]["consistent"], m
     written = _tokens(model, tmp_path / "t2" / "documents")
@@ -77,8 +77,15 @@ def test_mix_realises_the_shares_in_tokens(sources, tmp_path):
         assert row["epochs"] <= row["max_epochs"]
     assert 1 < m["mix"]["sources"]["wikipedia"]["epochs"] < 2 and m["mix"]["sources"]["crawl"]["epochs"] < 1
     assert m["removed"]["mix"]["not_sampled"] > 0  # crawl below one epoch leaves documents out
+    # held-out validation documents: written once, never mixed into training
+    valid = [json.loads(x) for p in sorted((tmp_path / "t2" / "valid").glob("*.jsonl.zst"))
+             for x in zstandard.ZstdDecompressor().decompressobj().decompress(p.read_bytes()).decode().splitlines()]
+    train_ids = {json.loads(x)["id"] for p in sorted((tmp_path / "t2" / "documents").glob("*.jsonl.zst"))
+                 for x in zstandard.ZstdDecompressor().decompressobj().decompress(p.read_bytes()).decode().splitlines()}
+    assert 20 < len(valid) < 80 and not train_ids & {d["id"] for d in valid}
+    assert sum(r["validation_documents"] for r in m["mix"]["sources"].values()) == len(valid)
     # the same bytes for another task count (the shards are named by epoch x tasks + task, so compare content)
-    run_mix(root, model, tmp_path / "t3", f"mix.total_tokens={total}", tasks=3)
+    run_mix(root, model, tmp_path / "t3", f"mix.total_tokens={total}", "mix.holdout=0.1", tasks=3)
     assert _tokens(model, tmp_path / "t3" / "documents") == written
     assert json.loads((tmp_path / "t3" / "plan.json").read_text()) == json.loads((tmp_path / "t2" / "plan.json").read_text())
 
