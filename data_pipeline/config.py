@@ -21,6 +21,7 @@ class Stage(StrEnum):
     filter = "filter"
     dedup = "dedup"
     mix = "mix"
+    tokenize = "tokenize"
 
 
 class InputFormat(StrEnum):
@@ -151,6 +152,13 @@ class MixConfig:
 
 
 @dataclass
+class TokenizeConfig:
+    """stage=tokenize (data_pipeline/mix/tokenize.py): documents into .bin/.idx shards and a blend file."""
+
+    tokenizer: Optional[str] = None  # sentencepiece .model (the one mix.tokenizer counted with)
+
+
+@dataclass
 class StageConfig:
     stage: Stage = Stage.filter
     input: InputConfig = field(default_factory=InputConfig)
@@ -158,6 +166,7 @@ class StageConfig:
     filters: list[dict[str, Any]] = field(default_factory=list)  # [{kind: url}, {kind: language, languages: {en: 0.65}}]
     dedup: DedupConfig = field(default_factory=DedupConfig)
     mix: MixConfig = field(default_factory=MixConfig)
+    tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     progress: bool = True  # tqdm documents/s per task

@@ -12,7 +12,7 @@ import json
 from datatrove.io import get_datafolder
 
 from data_pipeline.stages.base import (Books, DedupRole, ExtractorRole, FilterRole, MixRole, ReaderRole, Role,
-                                       logs_dir)
+                                       TokenizeRole, logs_dir)
 
 
 class AccountingError(RuntimeError):
@@ -51,7 +51,7 @@ def build_manifest(output_dir: str) -> dict:
             continue
         previous = None
         for role in roles:
-            if isinstance(role, MixRole):
+            if isinstance(role, (MixRole, TokenizeRole)):
                 order.append(role.name)
             if isinstance(role, (FilterRole, DedupRole)):
                 order.append(role.name)
@@ -100,7 +100,7 @@ def write_manifest(output_dir: str) -> dict:
             f"removed ({manifest['removed_total']}) + errors ({manifest['errors_total']}); a step lost or invented "
             "documents. See manifest.json and logs/stats/."
         )
-    for section in ("dedup", "mix"):
+    for section in ("dedup", "mix", "tokenize"):
         if manifest.get(section) and not manifest[section].get("consistent", True):
             raise AccountingError(f"{output_dir}: {manifest[section]['consistency_problem']}")
     return manifest

@@ -8,6 +8,8 @@ key and the fix, before any process group or file is touched.
 
 from __future__ import annotations
 
+import json
+
 import math
 import os
 from dataclasses import dataclass, field
@@ -136,6 +138,11 @@ class OptimConfig:
 @dataclass
 class DataConfig:
     paths: list[Any] = field(default_factory=list)  # [prefix, ...] or [weight, prefix, weight, prefix, ...]
+    # a validation blend of its own ([prefix, ...] or [weight, prefix, ...]); empty: data.split's share of data.paths
+    valid_paths: list[Any] = field(default_factory=list)
+    # Megatron's per-split data args JSON ({"train": [weight, prefix, ...], "valid": [...], "test": [...]}),
+    # e.g. the blend.json of `python -m data_pipeline stage=tokenize`: replaces data.paths and data.valid_paths
+    blend: Optional[str] = None
     split: str = "98,2,0"  # train, validation, test weights over documents
     # names of the sources in data.paths (in order), for the val_loss/<name> keys; None: each prefix's basename
     # without _text_document, numbered where two collide (source_names below)
@@ -216,6 +223,7 @@ def validate(cfg: PretrainConfig, world_size: int, check_data: bool = True):
     Returns the run's parallel Layout."""
     from pretrain.layout import Layout
 
+    apply_blend(cfg)
     m, p, t, o = cfg.model, cfg.parallel, cfg.train, cfg.optim
     for key, value in [("model.num_layers", m.num_layers), ("model.hidden_size", m.hidden_size),
                        ("model.num_attention_heads", m.num_attention_heads),
@@ -443,6 +451,39 @@ def parse_split(split: str) -> list[float]:
     return [x / sum(parts) for x in parts]
 
 
+def apply_blend(cfg: PretrainConfig) -> None:
+    """data.blend=PATH: data.paths and data.valid_paths from Megatron's per-split data args JSON."""
+    d = cfg.data
+    if not d.blend:
+        return
+    try:
+        blend = json.loads(Path(d.blend).read_text())
+        train, valid = list(blend["train"]), list(blend.get("valid") or [])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        fail("data.blend", f"cannot read {d.blend}: {e}", "pass the blend.json a data_pipeline stage=tokenize run "
+             'wrote, or a JSON file {"train": [weight, prefix, ...], "valid": [...], "test": []}')
+    d.paths, d.valid_paths = train, valid  # the blend replaces them (a data preset's data.paths included)
+
+
+def _check_shard_tokenizer(cfg: PretrainConfig, prefix: str) -> None:
+    """A shard written by stage=tokenize records its tokenizer's sha256 (<prefix>.json): it must be ours."""
+    meta_path = Path(f"{prefix}.json")
+    if not cfg.data.tokenizer_model or not meta_path.exists():
+        return
+    try:
+        want = json.loads(meta_path.read_text()).get("tokenizer_sha256")
+    except ValueError:
+        return
+    if want and Path(cfg.data.tokenizer_model).is_file():
+        from data_pipeline.samples import file_sha256
+
+        have = file_sha256(Path(cfg.data.tokenizer_model))
+        if have != want:
+            fail("data.tokenizer_model", f"{cfg.data.tokenizer_model} (sha256 {have[:12]}) is not the tokenizer "
+                 f"{prefix} was encoded with (sha256 {want[:12]}, {meta_path})",
+                 "pass the tokenizer the shards were made with, or re-encode them with this one")
+
+
 def _validate_data(cfg: PretrainConfig) -> None:
     prefixes, _ = parse_blend(cfg.data.paths)
     if not prefixes:
@@ -451,7 +492,9 @@ def _validate_data(cfg: PretrainConfig) -> None:
     from data_pipeline.tokenizer.validate import IndexedDatasetError, validate_indexed_dataset
 
     docs_per_shard = {}
-    for prefix in prefixes:
+    valid_prefixes, _ = parse_blend(cfg.data.valid_paths)
+    for prefix in prefixes + valid_prefixes:
+        _check_shard_tokenizer(cfg, prefix)
         try:
             docs_per_shard[prefix] = validate_indexed_dataset(prefix).documents
             if docs_per_shard[prefix] == 0:
@@ -463,6 +506,8 @@ def _validate_data(cfg: PretrainConfig) -> None:
     split = parse_split(cfg.data.split)
     if split[0] == 0:
         fail("data.split", f"{cfg.data.split!r} leaves no training data", 'give the first weight, e.g. "98,2,0"')
+    if valid_prefixes:  # a validation blend of its own: data.split does not apply
+        return
     # megatron splits by document: the validation split must get at least one document of every shard.
     if split[1] > 0 and cfg.train.eval_iters > 0:
         for prefix in prefixes:

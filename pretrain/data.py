@@ -50,14 +50,17 @@ class Datasets:
 def build_datasets(cfg: PretrainConfig, cache_dir: str) -> Datasets:
     """Build the train/validation datasets; call on every rank (rank 0 builds the index cache first)."""
     prefixes, weights = parse_blend(cfg.data.paths)
+    valid_prefixes, valid_weights = parse_blend(cfg.data.valid_paths)
     gbs = cfg.train.global_batch_size
     n_train = train_iters(cfg) * gbs
     n_valid = cfg.train.eval_iters * gbs if cfg.train.eval_iters > 0 else 0
     ds_cfg = GPTDatasetConfig(
         random_seed=cfg.run.seed,
         sequence_length=cfg.model.seq_length,
-        blend=(prefixes, weights),
-        split=cfg.data.split,
+        # a validation blend of its own (data.valid_paths / data.blend): each blend is its split, whole
+        blend=None if valid_prefixes else (prefixes, weights),
+        split=None if valid_prefixes else cfg.data.split,
+        blend_per_split=[(prefixes, weights), (valid_prefixes, valid_weights), None] if valid_prefixes else None,
         path_to_cache=cache_dir,
         tokenizer=SentencePieceIds(cfg.data.tokenizer_model),
         reset_position_ids=False,
@@ -73,7 +76,13 @@ def build_datasets(cfg: PretrainConfig, cache_dir: str) -> Datasets:
         raise ValueError(f"the training split yields {0 if train is None else len(train)} samples, "
                          f"{n_train} needed; check data.paths and data.split")
     by_source = {}
-    if n_valid and cfg.train.eval_per_source and len(prefixes) > 1:
+    if n_valid and cfg.train.eval_per_source and valid_prefixes and len(valid_prefixes) > 1:
+        names = [Path(p).name.removesuffix("_text_document") for p in valid_prefixes]
+        for name, prefix in zip(names, valid_prefixes):
+            _, by_source[name], _ = BlendedMegatronDatasetBuilder(
+                GPTDataset, [None, n_valid, None], lambda: True,
+                replace(ds_cfg, blend_per_split=[None, ([prefix], None), None])).build()
+    elif n_valid and cfg.train.eval_per_source and len(prefixes) > 1:
         for name, prefix in zip(source_names(cfg), prefixes):
             # one prefix, no weights: megatron builds plain GPTDatasets with this prefix's split of documents,
             # the same document ranges as the blend's mid-level datasets (the split depends only on data.split

@@ -67,7 +67,7 @@ class Role:
     @staticmethod
     def from_json(data: dict) -> "Role":
         kinds = {cls.kind: cls for cls in (ReaderRole, ExtractorRole, FilterRole, WriterRole, WorkRole, DedupRole,
-                                           MixRole)}
+                                           MixRole, TokenizeRole)}
         if data.get("kind") not in kinds:
             raise ValueError(f"unknown step role {data!r} in {STATE_FILE}")
         return kinds[data["kind"]](name=data.get("name", ""))
@@ -138,16 +138,21 @@ class WriterRole(Role):
         books.kept_chars += _total(stats.get("doc_len"))
 
 
+WORK_PREFIXES = ("dedup_", "mix_", "tokenize_")
+
+
 @dataclass(frozen=True)
 class WorkRole(Role):
-    """A step that writes intermediate files (signatures, buckets, clusters): its counters go to ``extra``."""
+    """A step that writes intermediate files (signatures, buckets, clusters, counts): its ``dedup_*``,
+    ``mix_*`` and ``tokenize_*`` counters go to ``extra`` as ``<name>.<counter>``."""
 
     kind: ClassVar[str] = "work"
 
     def account(self, stats, books):
         for key, value in stats.items():
-            if key.startswith("dedup_"):
-                books.extra[f"{self.name}.{key[len('dedup_'):]}"] += _total(value)
+            for prefix in WORK_PREFIXES:
+                if key.startswith(prefix):
+                    books.extra[f"{self.name}.{key[len(prefix):]}"] += _total(value)
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,22 @@ class MixRole(Role):
         for key, value in stats.items():
             if key.startswith(("mix_copies.", "mix_chars.", "mix_valid.")):
                 books.extra[key] += _total(value)
+
+
+@dataclass(frozen=True)
+class TokenizeRole(Role):
+    """stage=tokenize's encoder: documents kept (encoded) or removed as ``empty``; tokens per split.source."""
+
+    kind: ClassVar[str] = "tokenize"
+    name: str = "tokenize"
+
+    def account(self, stats, books):
+        books.kept += _total(stats.get("tokenize_kept"))
+        if _total(stats.get("dropped_empty")):
+            books.removed[self.name]["empty"] += _total(stats.get("dropped_empty"))
+        for key, value in stats.items():
+            if key.startswith("tokenize_tokens."):
+                books.extra[key[len("tokenize_"):]] += _total(value)
 
 
 @dataclass
