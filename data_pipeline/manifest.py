@@ -97,6 +97,7 @@ def write_manifest(output_dir: str) -> dict:
             f"removed ({manifest['removed_total']}) + errors ({manifest['errors_total']}); a step lost or invented "
             "documents. See manifest.json and logs/stats/."
         )
-    if manifest.get("dedup") and not manifest["dedup"].get("consistent", True):
-        raise AccountingError(f"{output_dir}: {manifest['dedup']['consistency_problem']}")
+    for section in ("dedup", "score"):
+        if manifest.get(section) and not manifest[section].get("consistent", True):
+            raise AccountingError(f"{output_dir}: {manifest[section]['consistency_problem']}")
     return manifest

@@ -7,9 +7,10 @@ from data_pipeline.stages.base import Stage
 
 def registry() -> dict[str, type[Stage]]:
     from data_pipeline.dedup.stage import DedupStage
+    from data_pipeline.score.stage import ScoreStage
     from data_pipeline.stages.filter import FilterStage
 
-    return {cls.name: cls for cls in (FilterStage, DedupStage)}
+    return {cls.name: cls for cls in (FilterStage, DedupStage, ScoreStage)}
 
 
 def get_stage(name: str) -> Stage:
