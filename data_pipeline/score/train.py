@@ -19,7 +19,7 @@ import numpy as np
 
 from data_pipeline.score.config import DocumentSet, ScoreTrainConfig
 from data_pipeline.score.model import Features, QualityModel
-from data_pipeline.tokenizer.documents import ReadStats, iter_documents
+from data_pipeline.tokenizer.documents import ReadStats, iter_documents, resolve_input
 
 BINS = np.linspace(0.0, 1.0, 11)
 
@@ -40,6 +40,9 @@ def chunks(text: str, words: int) -> list[str]:
 
 def read_sources(cfg: ScoreTrainConfig) -> list[dict]:
     """One entry per input path: its side (1 positive, 0 negative), role (train/eval) and documents."""
+    sets = (cfg.positives, cfg.negatives, cfg.eval.positives, cfg.eval.negatives)
+    for path in [p for docs in sets for p in docs.paths]:
+        resolve_input(path)  # a missing input fails before minutes of reading the others
     sources = []
     for role, label, docs in [("train", 1, cfg.positives), ("train", 0, cfg.negatives),
                               ("eval", 1, cfg.eval.positives), ("eval", 0, cfg.eval.negatives)]:
