@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipeline.score.config import DocumentSet, ScoreTrainConfig
+from data_pipeline.score.config import ScoreTrainConfig
 from data_pipeline.score.model import Features, QualityModel
 from data_pipeline.tokenizer.documents import ReadStats, iter_documents, resolve_input
 
@@ -46,7 +46,6 @@ def read_sources(cfg: ScoreTrainConfig) -> list[dict]:
     sources = []
     for role, label, docs in [("train", 1, cfg.positives), ("train", 0, cfg.negatives),
                               ("eval", 1, cfg.eval.positives), ("eval", 0, cfg.eval.negatives)]:
-        docs: DocumentSet
         for path in docs.paths:
             stats, texts, short = ReadStats(), [], 0
             for document in iter_documents([path], str(docs.txt_docs), docs.text_key, stats):
