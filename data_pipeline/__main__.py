@@ -4,6 +4,8 @@
         executor=local executor.tasks=4 output.dir=OUT          # Hydra; --multirun sweeps
     python -m data_pipeline stage=dedup dedup=fineweb input.paths=[OUT/documents] input.format=jsonl \\
         executor=local executor.tasks=4 output.dir=DEDUPED      # exact + URL + MinHash dedup
+    python -m data_pipeline stage=score score.model=PREFIX.model input.paths=[OUT/documents] input.format=jsonl \\
+        output.dir=SCORED                                       # metadata.quality_score on every document
     python -m data_pipeline report OUT                           # the manifest as a table
     python -m data_pipeline finalize OUT                         # (re)write manifest.json once all tasks are done
 """

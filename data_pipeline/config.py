@@ -20,6 +20,7 @@ CONF_DIR = conf.CONF_DIR / "data_pipeline"
 class Stage(StrEnum):
     filter = "filter"
     dedup = "dedup"
+    score = "score"
     mix = "mix"
     tokenize = "tokenize"
 
@@ -159,12 +160,21 @@ class TokenizeConfig:
 
 
 @dataclass
+class ScoreConfig:
+    """stage=score: every document gets metadata.<key> = P(reference) from the quality classifier."""
+
+    model: str | None = None  # PREFIX.model written by `python -m data_pipeline.score train`
+    key: str = "quality_score"  # the metadata field (dedup.quality_key reads the same name by default)
+
+
+@dataclass
 class StageConfig:
     stage: Stage = Stage.filter
     input: InputConfig = field(default_factory=InputConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     filters: list[dict[str, Any]] = field(default_factory=list)  # [{kind: url}, {kind: language, languages: {en: 0.65}}]
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
@@ -229,6 +239,13 @@ class StageConfig:
             if not (d.exact or d.url or d.minhash):
                 fail("dedup", "dedup.exact, dedup.url and dedup.minhash are all false: nothing to do",
                      "turn at least one on")
+        if self.stage == "score":
+            if not self.score.model:
+                fail("score.model", "stage=score needs the classifier",
+                     "pass score.model=PREFIX.model (written by `python -m data_pipeline.score train`)")
+            if not self.score.key or self.score.key == "quality_model":
+                fail("score.key", f"{self.score.key!r} cannot hold the score",
+                     "use a metadata field name such as quality_score (quality_model holds the model's sha256)")
         for i, spec in enumerate(self.filters):
             if not isinstance(spec, dict) or "kind" not in spec:
                 fail(f"filters[{i}]", f"{spec!r} is not a mapping with a 'kind' key",

@@ -100,7 +100,7 @@ def write_manifest(output_dir: str) -> dict:
             f"removed ({manifest['removed_total']}) + errors ({manifest['errors_total']}); a step lost or invented "
             "documents. See manifest.json and logs/stats/."
         )
-    for section in ("dedup", "mix", "tokenize"):
+    for section in ("dedup", "score", "mix", "tokenize"):
         if manifest.get(section) and not manifest[section].get("consistent", True):
             raise AccountingError(f"{output_dir}: {manifest[section]['consistency_problem']}")
     return manifest

@@ -29,6 +29,10 @@ def format_report(manifest: dict) -> str:
     check = "holds" if manifest["balanced"] else "DOES NOT HOLD"
     lines.append(f"in = kept + removed + errors: {total} = {manifest['kept']['documents']} + "
                  f"{manifest['removed_total']} + {manifest['errors_total']}  ({check})")
+    if score := manifest.get("score"):
+        lines.append(f"quality scores (metadata.{score['key']}, model {(score['model_sha256'] or '')[:16]}): "
+                     f"{score['documents_scored']} documents, mean {score['mean_score']}, per tenth "
+                     f"{' '.join(str(n) for n in score['histogram'])}")
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOLS = ("pretrain", "data_pipeline", "data_pipeline.tokenizer", "tools.scaling")
+TOOLS = ("pretrain", "data_pipeline", "data_pipeline.tokenizer", "data_pipeline.score", "tools.scaling")
 
 
 def _document_lines() -> list[tuple[str, str]]:
@@ -70,7 +70,7 @@ def _parse(line: str):
         return None
     rest = words[words.index("-m") + 2:]
     sub = None
-    if module in ("tools.scaling", "data_pipeline.tokenizer"):
+    if module in ("tools.scaling", "data_pipeline.tokenizer", "data_pipeline.score"):
         sub, rest = rest[0], rest[1:]
     if (module, rest[:1]) in (("data_pipeline", ["report"]), ("data_pipeline", ["finalize"])) or sub == "check":
         return None  # positional output directories / shard prefixes, no config
@@ -84,7 +84,7 @@ def test_the_documents_show_every_tool():
     shown = {(p[0], p[1]) for _, _, p in COMMANDS}
     assert {("pretrain", None), ("data_pipeline", None), ("tools.scaling", "plan"), ("tools.scaling", "fit"),
             ("tools.scaling", "predict"), ("data_pipeline.tokenizer", "train"),
-            ("data_pipeline.tokenizer", "encode")} <= shown
+            ("data_pipeline.tokenizer", "encode"), ("data_pipeline.score", "train")} <= shown
     assert len(COMMANDS) >= 25
 
 
@@ -116,6 +116,11 @@ def test_documented_command_composes(where, line, parsed):
         from data_pipeline.tokenizer.config import load
 
         load(sub, overrides)
+    elif tool == "data_pipeline.score":
+        from data_pipeline.score.config import load
+
+        assert sub == "train", line
+        load(overrides)
     else:
         import conf
         from tools.scaling.config import ScalingConfig, load_config

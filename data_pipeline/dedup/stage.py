@@ -80,6 +80,19 @@ class DedupStage(Stage):
             Pipeline("write", write_steps, write_roles, tasks, "write"),
         ]
 
+    def fingerprint_inputs(self, cfg: StageConfig) -> dict:
+        """The indexes read, by the content of their index.json (a rewritten index changes it)."""
+        import hashlib
+
+        out = {}
+        for path in cfg.dedup.index.read:
+            try:
+                with open(f"{path}/index.json", "rb") as f:
+                    out[f"index:{path}"] = hashlib.sha256(f.read()).hexdigest()
+            except OSError:
+                out[f"index:{path}"] = None
+        return out
+
     @staticmethod
     def index_pipeline(cfg: StageConfig, work: str, listing: list, buckets: int) -> list[Pipeline]:
         d = cfg.dedup

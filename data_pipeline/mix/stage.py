@@ -222,6 +222,11 @@ class MixStage(Stage):
                      [ReaderRole() for _ in write_steps] + [MixRole("mix")], tasks, "write"),
         ]
 
+    def fingerprint_inputs(self, cfg: StageConfig) -> dict:
+        from data_pipeline.mix.tokenize import _sha256
+
+        return {"mix_tokenizer_sha256": _sha256(cfg.mix.tokenizer) if os.path.exists(cfg.mix.tokenizer or "") else None}
+
     def manifest_extra(self, books: Books, state: dict) -> dict:
         out = (state.get("config") or {}).get("output", {}).get("dir")
         try:

@@ -170,6 +170,10 @@ class TokenizeStage(Stage):
                      outputs_ok=lambda r: os.path.exists(f"{out}/blend.json")),
         ]
 
+    def fingerprint_inputs(self, cfg: StageConfig) -> dict:
+        tok = cfg.tokenize.tokenizer or ""
+        return {"tokenizer_sha256": _sha256(tok) if os.path.exists(tok) else None}
+
     def manifest_extra(self, books: Books, state: dict) -> dict:
         out = (state.get("config") or {}).get("output", {}).get("dir")
         encoded, merged = {}, {}

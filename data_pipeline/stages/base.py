@@ -67,7 +67,7 @@ class Role:
     @staticmethod
     def from_json(data: dict) -> "Role":
         kinds = {cls.kind: cls for cls in (ReaderRole, ExtractorRole, FilterRole, WriterRole, WorkRole, DedupRole,
-                                           MixRole, TokenizeRole)}
+                                           MixRole, TokenizeRole, ScoreRole)}
         if data.get("kind") not in kinds:
             raise ValueError(f"unknown step role {data!r} in {STATE_FILE}")
         return kinds[data["kind"]](name=data.get("name", ""))
@@ -202,6 +202,19 @@ class TokenizeRole(Role):
                 books.extra[key[len("tokenize_"):]] += _total(value)
 
 
+@dataclass(frozen=True)
+class ScoreRole(Role):
+    """A step that annotates every document and removes none: its ``score_*`` counters go to ``extra``."""
+
+    kind: ClassVar[str] = "score"
+    name: str = "score"
+
+    def account(self, stats, books):
+        for key, value in stats.items():
+            if key.startswith("score_"):
+                books.extra[key] += _total(value)
+
+
 @dataclass
 class Pipeline:
     """One datatrove pipeline of a stage: its steps, their roles, its task count and its logs sub-folder.
@@ -232,6 +245,10 @@ class Stage:
 
     def manifest_extra(self, books: Books, state: dict) -> dict:
         """Stage-specific entries of manifest.json."""
+        return {}
+
+    def fingerprint_inputs(self, cfg: StageConfig) -> dict:
+        """Files besides the input that the outputs depend on (a model), by content, for the resume fingerprint."""
         return {}
 
 
@@ -271,21 +288,27 @@ def code_versions() -> dict:
     return versions
 
 
-def fingerprint(cfg: StageConfig, listing: list) -> str:
+def fingerprint(cfg: StageConfig, listing: list, stage_inputs: dict | None = None) -> str:
     """What must not change while a stage is half done: config (but how it is executed), the input file
-    listing (names and sizes) and the code versions."""
+    listing (names and sizes), the code versions and the stage's other input files by content (a model)."""
     data = {k: v for k, v in asdict(cfg).items() if k not in ("executor", "progress")}
     data["dedup"].pop("max_rounds", None)  # raising it lets a stage that did not converge go on
     data["tasks"] = cfg.executor.tasks
     data["listing"] = listing
     data["code"] = code_versions()
+    if stage_inputs:
+        data["stage_inputs"] = stage_inputs
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def check_or_record_state(cfg: StageConfig, pipelines: list[Pipeline], listing: list) -> dict:
     """Refuse to resume a stage with another task count, config, input or code; record a new stage's state."""
+    from data_pipeline.stages import get_stage
+
     logs = get_datafolder(logs_dir(cfg))
-    state = {"stage": cfg.stage, "tasks": cfg.executor.tasks, "fingerprint": fingerprint(cfg, listing),
+    stage_inputs = get_stage(cfg.stage).fingerprint_inputs(cfg)
+    state = {"stage": cfg.stage, "tasks": cfg.executor.tasks, "fingerprint": fingerprint(cfg, listing, stage_inputs),
+             "stage_inputs": stage_inputs,
              "pipelines": [{"name": p.name, "tasks": p.tasks, "logs": p.logs, "books": p.books,
                             "optional": p.skip is not None, "roles": [r.to_json() for r in p.roles]}
                            for p in pipelines]}
@@ -299,6 +322,13 @@ def check_or_record_state(cfg: StageConfig, pipelines: list[Pipeline], listing: 
                 f"{old['tasks']} tasks done); you asked for executor.tasks={state['tasks']}. Each task owns a fixed "
                 f"share of the input, so the count cannot change half way: rerun with executor.tasks={old['tasks']} "
                 f"to resume, or delete {cfg.output.dir} to start over with {state['tasks']} tasks."
+            )
+        if old["fingerprint"] != state["fingerprint"] and (old.get("stage_inputs") or {}) != stage_inputs:
+            changed = {k: v for k, v in stage_inputs.items() if (old.get("stage_inputs") or {}).get(k) != v}
+            raise ConfigError(
+                f"{cfg.output.dir} holds a stage started with other files than these: {', '.join(changed)} differ "
+                f"({done} of {old['tasks']} tasks done; {logs_dir(cfg)}/{STATE_FILE} has what it was started with). "
+                f"Put the original file back to resume, or use a new output.dir."
             )
         if old["fingerprint"] != state["fingerprint"]:
             raise ConfigError(

@@ -7,10 +7,9 @@
 from __future__ import annotations
 
 from data_pipeline.config import StageConfig
-from data_pipeline.extract import HtmlToText
 from data_pipeline.filters.registry import build_filters
-from data_pipeline.stages.base import ExtractorRole, FilterRole, Pipeline, ReaderRole, Stage, WriterRole
-from data_pipeline.stages.inputs import build_readers, jsonl_writer
+from data_pipeline.stages.base import FilterRole, Pipeline, Stage, WriterRole
+from data_pipeline.stages.inputs import build_read_steps, jsonl_writer
 
 
 class FilterStage(Stage):
@@ -18,13 +17,7 @@ class FilterStage(Stage):
 
     def pipelines(self, cfg: StageConfig, shared_words: bool = True) -> list[Pipeline]:
         out = cfg.output.dir.rstrip("/")
-        steps, roles = [], []
-        for reader in build_readers(cfg):
-            steps.append(reader)
-            roles.append(ReaderRole())
-        if cfg.input.format in ("warc", "pages"):
-            steps.append(HtmlToText(timeout=cfg.extract.timeout_s, favour_precision=cfg.extract.favour_precision))
-            roles.append(ExtractorRole())
+        steps, roles = build_read_steps(cfg)
         names = [f"{i:02d}_{spec['kind']}" for i, spec in enumerate(cfg.filters)]
 
         def exclusion_writer_for(i, kind):

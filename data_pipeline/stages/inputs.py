@@ -60,6 +60,19 @@ def build_readers(cfg: StageConfig, positions: bool = False) -> list:
     return readers
 
 
+def build_read_steps(cfg: StageConfig, positions: bool = False) -> tuple[list, list]:
+    """The readers, then HTML extraction for WARC/page input, with their roles (filter and score stages)."""
+    from data_pipeline.extract import HtmlToText
+    from data_pipeline.stages.base import ExtractorRole, ReaderRole
+
+    steps = build_readers(cfg, positions)
+    roles = [ReaderRole() for _ in steps]
+    if cfg.input.format in ("warc", "pages"):
+        steps.append(HtmlToText(timeout=cfg.extract.timeout_s, favour_precision=cfg.extract.favour_precision))
+        roles.append(ExtractorRole())
+    return steps, roles
+
+
 def input_listing(cfg: StageConfig) -> list[list]:
     """[path index, file relative to its folder, size in bytes] of every input file, in reading order."""
     listing = []

@@ -3,7 +3,8 @@
 One input, one rule:
   - a sample name ("enwiki", "botchan"): fetched with data_pipeline.samples, then read as below;
   - ``*.xml``, ``*.xml.bz2``, ``*.bz2``: a MediaWiki dump, one document per article (redirects skipped);
-  - ``*.jsonl``, ``*.jsonl.gz``: one JSON object per line, the document is its ``text`` field; a line that
+  - a folder: every file below it, in sorted order, read as below (the filter stage's ``documents/``);
+  - ``*.jsonl``, ``*.jsonl.gz``, ``*.jsonl.zst``: one JSON object per line, the document is its ``text`` field; a line that
     is not JSON or has no string ``text`` is counted in ``ReadStats.skipped`` and skipped;
   - ``*.txt`` (any other suffix too): the whole file is one document (``txt_mode="file"``, the default:
     nothing is cut, so nothing is lost), or one document per blank-line-separated block
@@ -15,6 +16,7 @@ Empty documents are counted in ``ReadStats.empty`` and skipped.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -33,15 +35,15 @@ class ReadStats:
 
 
 def resolve_input(name: str | Path) -> Path:
-    """A sample name becomes its fetched path; anything else must be an existing file."""
+    """A sample name becomes its fetched path; anything else must be an existing file or folder."""
     from data_pipeline.samples import REGISTRY, fetch
 
     if isinstance(name, str) and name in REGISTRY and not Path(name).exists():
         return fetch([name])[name]
     path = Path(name)
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir()):
         raise FileNotFoundError(
-            f"input {str(name)!r} is neither a file nor a sample name; give a .txt/.jsonl/.xml.bz2 path "
+            f"input {str(name)!r} is neither a file, a folder nor a sample name; give a .txt/.jsonl/.xml.bz2 path "
             f"or one of the samples {sorted(REGISTRY)}"
         )
     return path
@@ -67,12 +69,16 @@ def iter_documents(
 
 
 def _read(path: Path, txt_mode: str, text_key: str, stats: ReadStats) -> Iterator[str]:
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            yield from _read(child, txt_mode, text_key, stats)
+        return
     name = path.name.lower()
     if name.endswith((".xml", ".xml.bz2", ".bz2", ".xml.gz")):
         from data_pipeline.wikipedia import iter_wikipedia_pages
 
         yield from (page["text"] for page in iter_wikipedia_pages(path))
-    elif name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
+    elif name.endswith((".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson")):
         yield from _read_jsonl(path, text_key, stats)
     else:
         text = _decode(path, path.read_bytes())
@@ -85,7 +91,13 @@ def _read(path: Path, txt_mode: str, text_key: str, stats: ReadStats) -> Iterato
 
 
 def _read_jsonl(path: Path, text_key: str, stats: ReadStats) -> Iterator[str]:
-    opener = gzip.open if path.name.endswith(".gz") else open
+    if path.name.endswith(".zst"):
+        import zstandard
+
+        def opener(p, mode):  # zstandard's reader has no readline: buffer it
+            return io.BufferedReader(zstandard.open(p, mode))
+    else:
+        opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():

@@ -215,5 +215,18 @@ def test_txt_document_modes(tmp_path):
     path.write_bytes(b"caf\xe9")
     with pytest.raises(ValueError, match="not UTF-8.*iconv"):
         list(iter_documents([path]))
-    with pytest.raises(FileNotFoundError, match="neither a file nor a sample name"):
+    with pytest.raises(FileNotFoundError, match="neither a file, a folder nor a sample name"):
         list(iter_documents([tmp_path / "nope.txt"]))
+
+
+def test_folders_and_zstd_jsonl(tmp_path):
+    """A folder is every file below it, sorted (a stage's documents/ of .jsonl.zst files)."""
+    import zstandard
+
+    folder = tmp_path / "documents"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "00001.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(b'{"text": "b"}\n{"text": "c"}\n'))
+    (folder / "00000.jsonl").write_text('{"text": "a"}\n')
+    (folder / "sub" / "z.txt").write_text("d")
+    (folder / ".hidden").write_text("not read")
+    assert list(iter_documents([folder])) == ["a", "b", "c", "d"]
