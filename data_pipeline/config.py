@@ -135,6 +135,11 @@ class MixSourceConfig:
     paths: list[str] = field(default_factory=list)
     share: float = 0.0  # shares are normalised over the sources (a published table that does not sum to 1 is fine)
     max_epochs: float = 1.0
+    # which documents the source offers before mixing: all, or GPT-3's quality sampling (keep a document when
+    # its Pareto(alpha) draw from hash(id, mix.seed) exceeds 1 - metadata.<score_key>; stage=score writes it)
+    select: str = "all"
+    alpha: float = 9.0
+    score_key: str = "quality_score"
 
 
 @dataclass
@@ -194,6 +199,10 @@ class StageConfig:
                      "(JSONL documents, e.g. a filter or dedup stage's documents/)")
             if not src.share > 0:
                 fail(f"mix.sources.{name}.share", f"{src.share}", "use a positive share (or drop the source)")
+            if src.select not in ("all", "pareto"):
+                fail(f"mix.sources.{name}.select", f"unknown value {src.select!r}", "use one of all, pareto")
+            if not src.alpha > 0:
+                fail(f"mix.sources.{name}.alpha", f"{src.alpha}", "use a positive Pareto shape (GPT-3: 9)")
             if not src.max_epochs > 0:
                 fail(f"mix.sources.{name}.max_epochs", f"{src.max_epochs}", "use a positive number of epochs")
         if not 0.0 <= m.holdout < 0.5:

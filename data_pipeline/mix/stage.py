@@ -34,6 +34,7 @@ from datatrove.pipeline.writers.jsonl import JsonlWriter
 from data_pipeline.config import ConfigError, StageConfig
 from data_pipeline.dedup.minhash import hash64
 from data_pipeline.dedup.records import read_records, records_ok, write_records
+from data_pipeline.score.rules import pareto_keep
 from data_pipeline.stages.base import Books, MixRole, Pipeline, ReaderRole, Stage, WorkRole
 from data_pipeline.stages.inputs import build_readers, input_listing
 
@@ -55,9 +56,21 @@ def held_out(source: str, name: str, record: int, holdout: float) -> bool:
 class _MixStep(PipelineStep):
     type = "🥣 - MIX"
 
-    def __init__(self, work: str, sources: list[str], path_source: list[int]):
+    def __init__(self, work: str, sources: list[str], path_source: list[int], select: list[dict] | None = None):
         super().__init__()
         self.work, self.sources, self.path_source = work, sources, path_source
+        self.select = select or [{"select": "all"} for _ in sources]
+
+    def offered(self, s: int, name: str, record: int, doc, seed: int) -> str | None:
+        """None when source s offers the document to the mixture, else the reason it does not."""
+        rule = self.select[s]
+        if rule["select"] == "all":
+            return None
+        score = doc.metadata.get(rule["score_key"])
+        if not isinstance(score, (int, float)) or not math.isfinite(score):
+            return "no_quality_score"
+        doc_id = f"{self.sources[s]}/{name}#{record}"
+        return None if pareto_keep([doc_id], [float(score)], seed, rule["alpha"])[0] else "not_selected"
 
 
 class MixCount(_MixStep):
@@ -65,8 +78,8 @@ class MixCount(_MixStep):
 
     name = "count"
 
-    def __init__(self, work, sources, path_source, tokenizer: str, seed: int, holdout: float):
-        super().__init__(work, sources, path_source)
+    def __init__(self, work, sources, path_source, select, tokenizer: str, seed: int, holdout: float):
+        super().__init__(work, sources, path_source, select)
         self.tokenizer, self.seed, self.holdout = tokenizer, seed, holdout
 
     def outputs_ok(self, rank: int) -> bool:
@@ -81,6 +94,8 @@ class MixCount(_MixStep):
             index, name, record = doc.metadata.pop("dedup_pos")
             s = self.path_source[int(index)]
             if held_out(self.sources[s], name, int(record), self.holdout):
+                continue
+            if self.offered(s, name, int(record), doc, self.seed):
                 continue
             with self.track_time():
                 tokens = len(sp.encode(doc.text)) + 1
@@ -154,9 +169,9 @@ class MixWrite(_MixStep):
 
     name = "🥣 mix"
 
-    def __init__(self, work, sources, path_source, seed: int, holdout: float, out: str, compression: str | None,
-                 tasks: int):
-        super().__init__(work, sources, path_source)
+    def __init__(self, work, sources, path_source, select, seed: int, holdout: float, out: str,
+                 compression: str | None, tasks: int):
+        super().__init__(work, sources, path_source, select)
         self.seed, self.holdout, self.out, self.compression, self.tasks = seed, holdout, out, compression, tasks
 
     def run(self, data, rank: int = 0, world_size: int = 1):
@@ -169,13 +184,19 @@ class MixWrite(_MixStep):
         with writer, valid:
             for doc in data or ():
                 index, name, record = doc.metadata.pop("dedup_pos")
-                source = self.sources[self.path_source[int(index)]]
+                s = self.path_source[int(index)]
+                source = self.sources[s]
                 p = plan[source]
                 if held_out(source, name, int(record), self.holdout):
                     self.stat_update("mix_kept")
                     self.stat_update(f"mix_valid.{source}")
                     doc.metadata["mix"] = {"source": source, "split": "valid"}
                     valid.write(doc, rank, shard=f"{source}-{rank:05d}")
+                    continue
+                reason = self.offered(s, name, int(record), doc, self.seed)
+                if reason:
+                    self.stat_update("mix_documents")
+                    self.stat_update(f"dropped_{reason}")
                     continue
                 copies = p["full_epochs"] + (uniform_bin(source, name, int(record), self.seed) < p["threshold_bin"])
                 self.stat_update("mix_documents")
@@ -209,7 +230,8 @@ class MixStage(Stage):
         input_listing(cfg)  # every path exists
         compression = None if cfg.output.compression == "none" else "zstd"
         count_steps = build_readers(cfg, positions=True)
-        count = MixCount(work, sources, path_source, m.tokenizer, m.seed, m.holdout)
+        select = [{"select": src.select, "alpha": src.alpha, "score_key": src.score_key} for src in m.sources.values()]
+        count = MixCount(work, sources, path_source, select, m.tokenizer, m.seed, m.holdout)
         plan = MixPlan(work, sources, path_source, [s.share for s in m.sources.values()],
                        [s.max_epochs for s in m.sources.values()], m.total_tokens, tasks, out)
         write_steps = build_readers(cfg, positions=True)
@@ -218,7 +240,7 @@ class MixStage(Stage):
                      tasks, "count", books=False, outputs_ok=count.outputs_ok),
             Pipeline("plan", [plan], [WorkRole("plan")], 1, "plan", books=False,
                      outputs_ok=lambda r: os.path.exists(f"{out}/plan.json")),
-            Pipeline("write", write_steps + [MixWrite(work, sources, path_source, m.seed, m.holdout, out, compression, tasks)],
+            Pipeline("write", write_steps + [MixWrite(work, sources, path_source, select, m.seed, m.holdout, out, compression, tasks)],
                      [ReaderRole() for _ in write_steps] + [MixRole("mix")], tasks, "write"),
         ]
 

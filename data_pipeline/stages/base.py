@@ -171,16 +171,18 @@ class DedupRole(Role):
 
 @dataclass(frozen=True)
 class MixRole(Role):
-    """stage=mix's write step: a document is kept (written one or more times) or removed as ``not_sampled``;
-    copies and characters written per source go to ``extra``."""
+    """stage=mix's write step: a document is kept (written one or more times) or removed as ``not_sampled``
+    (an epoch below one left it out), ``not_selected`` (quality sampling) or ``no_quality_score``; copies and
+    characters written per source go to ``extra``."""
 
     kind: ClassVar[str] = "mix"
     name: str = "mix"
 
     def account(self, stats, books):
         books.kept += _total(stats.get("mix_kept"))
-        if _total(stats.get("dropped_not_sampled")):
-            books.removed[self.name]["not_sampled"] += _total(stats.get("dropped_not_sampled"))
+        for reason in ("not_sampled", "not_selected", "no_quality_score"):
+            if _total(stats.get(f"dropped_{reason}")):
+                books.removed[self.name][reason] += _total(stats.get(f"dropped_{reason}"))
         for key, value in stats.items():
             if key.startswith(("mix_copies.", "mix_chars.", "mix_valid.")):
                 books.extra[key] += _total(value)

@@ -112,3 +112,34 @@ def test_solve_fractional_epoch_threshold_is_the_closest_bin():
     assert plan["full_epochs"] == 2 and abs(plan["planned_tokens"] - 2.3 * hist.sum()) <= hist.max()
     with pytest.raises(ConfigError, match="would need 3.3 epochs"):
         solve(counts, ["a"], [1.0], [3.0], 3.3 * hist.sum())
+
+
+def test_quality_sampling_offers_what_gpt3s_rule_keeps(sources, tmp_path):
+    """select=pareto: a crawl document enters the mixture when its Pareto(9) draw from hash(id, mix.seed)
+    exceeds 1 - quality_score; unscored documents are counted, not silently mixed."""
+    from data_pipeline.score.rules import pareto_keep
+
+    root, model = sources
+    rng = random.Random(3)
+    scored = tmp_path / "scored"
+    scored.mkdir()
+    ids, scores = [], []
+    for p in sorted((root / "crawl").glob("*.jsonl.zst")):
+        lines = zstandard.ZstdDecompressor().decompressobj().decompress(p.read_bytes()).decode().splitlines()
+        out = []
+        for record, line in enumerate(lines):
+            d = json.loads(line)
+            if record != 0:  # the first document of each file has no score
+                d["quality_score"] = rng.random()
+                ids.append(f"crawl/{p.name}#{record}")
+                scores.append(d["quality_score"])
+            out.append(json.dumps(d) + "\n")
+        (scored / p.name).write_bytes(zstandard.ZstdCompressor().compress("".join(out).encode()))
+    proc = run_mix(root, model, tmp_path / "out", "mix.total_tokens=1000", "mix.holdout=0",
+                   f"mix.sources.crawl.paths=[{scored}]", "mix.sources.crawl.select=pareto", "mix.seed=7")
+    assert proc.returncode == 0
+    m = manifest(tmp_path / "out")
+    kept = int(pareto_keep(ids, scores, 7, 9.0).sum())
+    assert m["balanced"] and m["removed"]["mix"]["no_quality_score"] == 3
+    assert m["removed"]["mix"]["not_selected"] == len(ids) - kept
+    assert 0 < kept < len(ids)
