@@ -82,16 +82,12 @@ class DedupStage(Stage):
 
     def fingerprint_inputs(self, cfg: StageConfig) -> dict:
         """The indexes read, by the content of their index.json (a rewritten index changes it)."""
-        import hashlib
+        from pathlib import Path
 
-        out = {}
-        for path in cfg.dedup.index.read:
-            try:
-                with open(f"{path}/index.json", "rb") as f:
-                    out[f"index:{path}"] = hashlib.sha256(f.read()).hexdigest()
-            except OSError:
-                out[f"index:{path}"] = None
-        return out
+        from data_pipeline.samples import file_sha256
+
+        meta = {path: Path(path) / "index.json" for path in cfg.dedup.index.read}
+        return {f"index:{path}": file_sha256(p) if p.exists() else None for path, p in meta.items()}
 
     @staticmethod
     def index_pipeline(cfg: StageConfig, work: str, listing: list, buckets: int) -> list[Pipeline]:

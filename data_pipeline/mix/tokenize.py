@@ -19,14 +19,15 @@ Two pipelines (N = executor.tasks):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 from datatrove.pipeline.base import PipelineStep
 
 from data_pipeline.config import ConfigError, StageConfig
+from data_pipeline.samples import file_sha256
 from data_pipeline.stages.base import Books, Pipeline, ReaderRole, Stage, TokenizeRole, WorkRole
 from data_pipeline.stages.inputs import build_readers
 
@@ -34,11 +35,7 @@ SPLITS = ("train", "valid", "test")
 
 
 def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(Path(path))
 
 
 class Encode(PipelineStep):
