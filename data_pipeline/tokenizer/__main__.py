@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             model = train_tokenizer(inp.paths, cfg.train.vocab_size, Path(cfg.output.prefix), cfg.train, files=True,
                                     txt_mode=str(inp.txt_docs), text_key=inp.text_key)
             info = json.loads(model.with_suffix(".json").read_text())
-            print(f"wrote {model} and {info['hf_tokenizer']} (vocab {info['vocab_size']}, sha256 "
+            hf = f" and {info['hf_tokenizer']}" if info["hf_tokenizer"] else ""
+            print(f"wrote {model}{hf} (vocab {info['vocab_size']}, sha256 "
                   f"{info['sha256'][:16]}): sampled {info['training_documents']} of {info['input_documents']} docs, "
                   f"{info['training_units']} units, {info['training_bytes']} bytes; bytes/token on training docs: "
                   f"{info['sample_bytes_per_token']}; skipped corrupt records: {info['skipped_corrupt_records']}")

@@ -53,7 +53,7 @@ class TokenizerCommandConfig:
 
     def validate(self, command: str) -> "TokenizerCommandConfig":
         if not self.input.paths:
-            fail("input.paths", "empty", "pass input.paths=[FILE_OR_SAMPLE,...], e.g. input.paths=[enwiki]")
+            fail("input.paths", "empty", "pass input.paths=[FILE_DIR_OR_SAMPLE,...], e.g. input.paths=[enwiki]")
         if not self.output.prefix:
             what = "PREFIX.model/.vocab/.json" if command == "train" else "PREFIX.bin/.idx/.json"
             fail("output.prefix", "not set", f"pass output.prefix=PREFIX (writes {what})")

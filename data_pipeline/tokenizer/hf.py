@@ -13,13 +13,13 @@ sentencepiece encodes by merging, again and again, the adjacent pair whose merge
 Control pieces (<unk> <s> </s> <pad>) are in the vocabulary but no merge makes them and they are not
 "added tokens", so a literal "</s>" in text is text, as in sentencepiece (tokenizers would otherwise match
 added special tokens in the text: its ``encode_special_tokens`` switch is not saved in tokenizer.json).
-User-defined pieces become added tokens matched before the model, as sentencepiece matches them.
+A model with user-defined pieces (train.py makes none) is refused rather than converted untested.
 """
 
 from __future__ import annotations
 
 from sentencepiece import sentencepiece_model_pb2
-from tokenizers import AddedToken, Tokenizer, decoders, normalizers
+from tokenizers import Tokenizer, decoders, normalizers
 from tokenizers.models import BPE
 
 _NORMAL, _USER_DEFINED = 1, 4  # sentencepiece ModelProto.SentencePiece.Type
@@ -30,6 +30,9 @@ def hf_tokenizer(model_proto: bytes) -> Tokenizer:
     proto.ParseFromString(model_proto)
     if proto.trainer_spec.model_type != sentencepiece_model_pb2.TrainerSpec.BPE:
         raise ValueError("only sentencepiece BPE models convert to a BPE tokenizer.json; train with model_type=bpe")
+    if any(p.type == _USER_DEFINED for p in proto.pieces):
+        raise ValueError("the model has user-defined pieces, which train.py never makes; convert only models "
+                         "trained by data_pipeline.tokenizer.train")
     vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
     normal = {p.piece: (-p.score, i) for i, p in enumerate(proto.pieces) if p.type == _NORMAL}
     merges = sorted(
@@ -42,7 +45,4 @@ def hf_tokenizer(model_proto: bytes) -> Tokenizer:
                         unk_token=proto.pieces[proto.trainer_spec.unk_id].piece, fuse_unk=True))
     tok.normalizer = normalizers.Replace(" ", "\u2581")
     tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
-    user = [AddedToken(p.piece, special=False, normalized=False) for p in proto.pieces if p.type == _USER_DEFINED]
-    if user:
-        tok.add_tokens(user)
     return tok

@@ -121,6 +121,16 @@ def training_units(doc: str, max_bytes: int) -> Iterator[str]:
     yield data[start:].decode("utf-8")
 
 
+def spm_options(config: TokenizerTrainConfig) -> dict:
+    """sentencepiece trainer options: the lossless settings above; the sample is drawn before training."""
+    return dict(vocab_size=config.vocab_size, model_type=config.model_type,
+                character_coverage=config.character_coverage, input_sentence_size=0,
+                max_sentence_length=config.max_sentence_length, num_threads=config.num_threads,
+                normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
+                byte_fallback=True, allow_whitespace_only_pieces=True, split_digits=True,
+                unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, minloglevel=2)
+
+
 def train_tokenizer(
     texts: Iterable[str] | Iterable[str | Path],
     vocab_size: int,
@@ -132,7 +142,8 @@ def train_tokenizer(
     text_key: str = "text",
 ) -> Path:
     """Train on documents (strings) or on inputs (files, directories, sample names; see documents.py); write
-    <output_prefix>.model, .vocab, .json and .tokenizer.json (Hugging Face, the same ids). Returns the .model.
+    <output_prefix>.model, .vocab, .json and, for BPE, .tokenizer.json (Hugging Face, the same ids; hf.py).
+    Returns the .model path.
 
     ``files=None`` guesses: Path objects, or a list whose items are all existing files, directories or sample
     names, are read as inputs; anything else is taken as the documents' text (source "", position = index).
@@ -171,27 +182,13 @@ def train_tokenizer(
         raise ValueError("no training text: every input document was empty")
     model = io.BytesIO()
     spm.set_random_generator_seed(config.seed)
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=sentences(),
-        model_writer=model,
-        vocab_size=config.vocab_size,
-        model_type=config.model_type,
-        character_coverage=config.character_coverage,
-        input_sentence_size=0,  # the sample is drawn above
-        max_sentence_length=config.max_sentence_length,
-        num_threads=config.num_threads,
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        add_dummy_prefix=False,
-        byte_fallback=True,
-        allow_whitespace_only_pieces=True,
-        split_digits=True,
-        unk_id=UNK_ID,
-        bos_id=BOS_ID,
-        eos_id=EOS_ID,
-        pad_id=PAD_ID,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(sentence_iterator=sentences(), model_writer=model, **spm_options(config))
+    except RuntimeError as exc:
+        if "Vocabulary size too high" not in str(exc):
+            raise
+        raise ValueError(f"vocab_size={config.vocab_size} is more than {counts['bytes']} bytes of training text can "
+                         f"fill ({str(exc).split('] ')[-1]}); lower train.vocab_size or give more text") from None
     model_bytes = model.getvalue()
     model_path = output_prefix.with_name(output_prefix.name + ".model")
     _write_atomic(model_path, model_bytes)
@@ -199,7 +196,8 @@ def train_tokenizer(
     from data_pipeline.tokenizer.hf import hf_tokenizer
 
     hf_path = output_prefix.with_name(output_prefix.name + ".tokenizer.json")
-    _write_atomic(hf_path, hf_tokenizer(model_bytes).to_str(pretty=True).encode("utf-8"))
+    if config.model_type == "bpe":  # (a unigram model gets no tokenizer.json)
+        _write_atomic(hf_path, hf_tokenizer(model_bytes).to_str(pretty=True).encode("utf-8"))
 
     sp = spm.SentencePieceProcessor(model_proto=model_bytes)
     vocab = "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.vocab_size()))
@@ -209,7 +207,7 @@ def train_tokenizer(
     report_bytes = sum(len(d.encode("utf-8")) for d in report)
     manifest = {
         "model": model_path.name,
-        "hf_tokenizer": hf_path.name,
+        "hf_tokenizer": hf_path.name if config.model_type == "bpe" else None,
         "sha256": hashlib.sha256(model_bytes).hexdigest(),
         "vocab_size": sp.vocab_size(),
         "special_ids": {"unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID, "pad": PAD_ID, "eod": EOD_ID},
