@@ -74,7 +74,8 @@ RENAMED = {"--input": "input.paths=[...]", "--output": "output.prefix=PREFIX", "
            "--vocab-size": "train.vocab_size=N", "--tokenizer": "tokenizer=PATH.model", "--text-key": "input.text_key=KEY",
            "--txt-docs": "input.txt_docs=file|paragraph|line", "--seed": "train.seed=N",
            "--num-threads": "train.num_threads=N (train) or encode.num_threads=N (encode)",
-           "--input-sentence-size": "train.sample_bytes=N (bytes of documents)", "--character-coverage": "train.character_coverage=X"}
+           "--input-sentence-size": "train.sample_bytes=N (bytes of documents)",
+           "--character-coverage": "train.character_coverage=X"}
 
 
 def load(command: str, overrides: list[str]) -> TokenizerCommandConfig:

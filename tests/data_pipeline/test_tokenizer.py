@@ -24,7 +24,8 @@ TRICKY = ("  two leading spaces\t\ttabs\r\nCRLF\n\n\n   three blank lines, trail
           "NFKC would change these: \uff21 \u2460 \ufb01 e\u0301 \u00e9 | CJK \u6f22\u5b57 | emoji \U0001f600\U0001f3fd "
           "| digits 3.14159 2024-11-23 | zero\u200bwidth | nbsp\u00a0| control \x07\x00 |    indented code\n")
 # odd but valid code points: noncharacters, private use, replacement char, BOM mid-text, unassigned, RTL marks
-ODD = ("\ufffd\uffff\ufffe \ue000\U000f0000 \ufeffmid-BOM \U000e0001\u0378 \u202eRTL\u202c \x1b[0m \x7f "
+ODD = ("\ufffd\uffff\ufffe \ue000\U000f0000 \ufeffmid-BOM \U000e0001\u0378 \u202eRTL\u202c \x1b[0m "
+       "\x7f "
        "\r\r\n\n\t \u3000ideographic\u3000space \u0928\u092e\u0938\u094d\u0924\u0947 \U0001f469\u200d\U0001f4bb "
        "</s> <s> <pad> <unk> <0x41> literal specials\n")
 

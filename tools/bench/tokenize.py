@@ -10,6 +10,7 @@ Tokenizers, all trained on the same sample at the same vocabulary size:
   ours             data_pipeline.tokenizer.train_tokenizer (lossless sentencepiece BPE, newlines kept in units)
   ours, lines cut  the same sentencepiece settings fed one line per sentence with "\\n" removed (the previous
                    release's training text): what keeping newlines is worth
+  ours, \n user-defined  newlines kept, "\n" a user-defined symbol (always one token, never inside a piece)
   hf byte-level    tokenizers.ByteLevelBPETokenizer().train_from_iterator (its defaults: min_frequency 2),
                    vocab_size the same, one special token
 (a) Throughput, MB/s of UTF-8 text, on the held-out documents repeated to --mb MB as 8 plain .jsonl shards:
@@ -23,7 +24,7 @@ Tokenizers, all trained on the same sample at the same vocabulary size:
   arms alternated inside each run; the median of --runs runs, and each ratio is the median over runs of that
   run's ratio. "per CPU-second" is the per-core figure that does not depend on how busy the machine is; ours
   overlaps reading and writing with encoding, so even with 1 encode thread it may use more than one core.
-(b) bytes per token (UTF-8 bytes / tokens, no EOD) on each held-out set, for the three tokenizers.
+(b) bytes per token (UTF-8 bytes / tokens, no EOD) on each held-out set, for the four tokenizers.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def train_all(train: list[str], vocab: int, work: Path):
     import sentencepiece as spm
     from tokenizers import ByteLevelBPETokenizer
 
-    from data_pipeline.tokenizer.train import TokenizerTrainConfig, spm_options, train_tokenizer
+    from data_pipeline.tokenizer.train import TokenizerTrainConfig, spm_options, train_tokenizer, training_units
 
     model = train_tokenizer(train, vocab, work / "ours", TokenizerTrainConfig(num_threads=2), files=False)
     ours = spm.SentencePieceProcessor(model_file=str(model))
@@ -71,10 +72,17 @@ def train_all(train: list[str], vocab: int, work: Path):
     spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf,
                                    **spm_options(TokenizerTrainConfig(vocab_size=vocab, num_threads=2)))
     lines_cut = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    buf = io.BytesIO()
+    spm.set_random_generator_seed(1234)
+    units = [u for doc in train for u in training_units(doc, 65536)]
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(units), model_writer=buf, user_defined_symbols=["\n"],
+                                   **spm_options(TokenizerTrainConfig(vocab_size=vocab, num_threads=2)))
+    newline_symbol = spm.SentencePieceProcessor(model_proto=buf.getvalue())
     hf = ByteLevelBPETokenizer()
     hf.train_from_iterator(train, vocab_size=vocab, special_tokens=["<|endoftext|>"], show_progress=False)
     return model, {"ours": lambda docs: [len(x) for x in ours.encode(docs)],
                    "ours, lines cut": lambda docs: [len(x) for x in lines_cut.encode(docs)],
+                   "ours, \\n user-defined": lambda docs: [len(x) for x in newline_symbol.encode(docs)],
                    "hf byte-level": lambda docs: [len(e.ids) for e in hf.encode_batch(docs)]}
 
 
