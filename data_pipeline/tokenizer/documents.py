@@ -4,7 +4,8 @@ Wikipedia dumps, named samples.
 One input, one rule:
   - a sample name ("enwiki", "botchan"): fetched with data_pipeline.samples, then read as below;
   - a directory: every ``*.jsonl``, ``*.jsonl.gz``, ``*.jsonl.zst`` file under it (recursively), in sorted
-    order of their paths; so the filter and dedup stages' ``<output.dir>/documents/`` is an input as it is;
+    order of their paths; so the filter and dedup stages' ``<output.dir>/documents/`` is an input as it is
+    (``<output.dir>`` itself is refused: its ``removed/`` holds the removed documents);
   - ``*.jsonl``, ``*.jsonl.gz``, ``*.jsonl.zst`` (and ``.ndjson``): one JSON object per line, the document is its
     ``text`` field; a line that is not JSON or has no string ``text`` is counted in ``ReadStats.skipped`` and
     skipped, and so is a truncated or corrupt compressed file (the lines before the damage are kept); the
@@ -56,6 +57,9 @@ def resolve_input(name: str | Path) -> list[tuple[Path, str]]:
         return [(path, path.name)]
     path = Path(name)
     if path.is_dir():
+        if (path / "documents").is_dir() and (path / "manifest.json").is_file():
+            raise FileNotFoundError(f"input {path} is a stage's output directory (its removed/ holds the removed "
+                                    f"documents); pass {path / 'documents'}")
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(JSONL_SUFFIXES))
         if not files:
             raise FileNotFoundError(f"input directory {path} holds no {'/'.join(JSONL_SUFFIXES)} files; pass a "

@@ -253,6 +253,8 @@ def test_reads_filter_stage_documents_dir_and_counts_a_truncated_shard(tmp_path,
     assert sorted(kept) == sorted(docs)  # filters=none keeps every document unchanged
 
     assert list(iter_documents([out / "documents"])) == kept  # files in sorted order, lines in order
+    with pytest.raises(FileNotFoundError, match=r"a stage's output directory.*pass .*/documents"):
+        list(iter_documents([out]))  # would mix in removed/
     tok = tmp_path / "tok"
     assert cli(["train", f"input.paths=[{out / 'documents'}]", "train.vocab_size=2000", f"output.prefix={tok}",
                 "train.num_threads=1"]) == 0
