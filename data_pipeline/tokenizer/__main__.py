@@ -6,7 +6,7 @@
     python -m data_pipeline.tokenizer check PREFIX [PREFIX ...]    # validate .bin/.idx pairs
 
 Keys: data_pipeline/tokenizer/config.py (input.text_key, input.txt_docs=file|paragraph|line, train.num_threads,
-train.seed, train.input_sentence_size, train.character_coverage, encode.num_threads).
+train.seed, train.sample_bytes, train.character_coverage, encode.num_threads).
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             model = train_tokenizer(inp.paths, cfg.train.vocab_size, Path(cfg.output.prefix), cfg.train, files=True,
                                     txt_mode=str(inp.txt_docs), text_key=inp.text_key)
             info = json.loads(model.with_suffix(".json").read_text())
-            print(f"wrote {model} (vocab {info['vocab_size']}, sha256 {info['sha256'][:16]}): "
-                  f"{info['training_documents']} docs, {info['training_lines']} lines, "
-                  f"{info['training_bytes']} bytes; bytes/token on the first docs: "
+            hf = f" and {info['hf_tokenizer']}" if info["hf_tokenizer"] else ""
+            print(f"wrote {model}{hf} (vocab {info['vocab_size']}, sha256 "
+                  f"{info['sha256'][:16]}): sampled {info['training_documents']} of {info['input_documents']} docs, "
+                  f"{info['training_units']} units, {info['training_bytes']} bytes; bytes/token on training docs: "
                   f"{info['sample_bytes_per_token']}; skipped corrupt records: {info['skipped_corrupt_records']}")
         else:
             from data_pipeline.tokenizer.encode import encode_documents  # imports megatron-core

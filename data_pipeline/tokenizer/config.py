@@ -25,8 +25,9 @@ class TxtDocs(StrEnum):
 
 @dataclass
 class TokenizerInput:
-    # files or sample names: .txt (see txt_docs), .jsonl[.gz] (field text_key), MediaWiki .xml[.bz2], or a sample
-    # name such as enwiki or botchan
+    # files, directories or sample names: .txt (see txt_docs), .jsonl[.gz|.zst] (field text_key), a directory
+    # (its .jsonl[.gz|.zst] files, sorted: a stage's documents/), MediaWiki .xml[.bz2], or a sample name such
+    # as enwiki or botchan
     paths: list[str] = field(default_factory=list)
     text_key: str = "text"
     txt_docs: TxtDocs = TxtDocs.file
@@ -52,7 +53,7 @@ class TokenizerCommandConfig:
 
     def validate(self, command: str) -> "TokenizerCommandConfig":
         if not self.input.paths:
-            fail("input.paths", "empty", "pass input.paths=[FILE_OR_SAMPLE,...], e.g. input.paths=[enwiki]")
+            fail("input.paths", "empty", "pass input.paths=[FILE_DIR_OR_SAMPLE,...], e.g. input.paths=[enwiki]")
         if not self.output.prefix:
             what = "PREFIX.model/.vocab/.json" if command == "train" else "PREFIX.bin/.idx/.json"
             fail("output.prefix", "not set", f"pass output.prefix=PREFIX (writes {what})")
@@ -73,7 +74,8 @@ RENAMED = {"--input": "input.paths=[...]", "--output": "output.prefix=PREFIX", "
            "--vocab-size": "train.vocab_size=N", "--tokenizer": "tokenizer=PATH.model", "--text-key": "input.text_key=KEY",
            "--txt-docs": "input.txt_docs=file|paragraph|line", "--seed": "train.seed=N",
            "--num-threads": "train.num_threads=N (train) or encode.num_threads=N (encode)",
-           "--input-sentence-size": "train.input_sentence_size=N", "--character-coverage": "train.character_coverage=X"}
+           "--input-sentence-size": "train.sample_bytes=N (bytes of documents)",
+           "--character-coverage": "train.character_coverage=X"}
 
 
 def load(command: str, overrides: list[str]) -> TokenizerCommandConfig:

@@ -4,6 +4,7 @@ One Megatron "document" per input document, holding its tokens followed by the E
 eos, ``</s>``). Token dtype: uint16 when the vocabulary has fewer than 65500 pieces, else int32
 (megatron's ``DType.optimal_dtype``). Files are written under temporary names and renamed when complete,
 so a crash never leaves a half-written pair behind the final names; ``<prefix>.json`` records the stats.
+Reading and writing overlap the encoding of the next batch (sentencepiece's batch encode, ``num_threads``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 
@@ -48,17 +50,30 @@ def encode_documents(
 
     stats = {"documents": 0, "empty_skipped": 0, "tokens": 0, "text_tokens": 0, "bytes": 0}
     builder = IndexedDatasetBuilder(str(tmp_bin), dtype=dtype)
+
+    def write(kept: list[str], encoded: Future) -> None:
+        for doc, ids in zip(kept, encoded.result()):
+            ids.append(eod)
+            builder.add_document(np.asarray(ids, dtype=dtype), [len(ids)])
+            stats["documents"] += 1
+            stats["tokens"] += len(ids)
+            stats["text_tokens"] += len(ids) - 1
+            stats["bytes"] += len(doc.encode("utf-8"))
+
     try:
-        for batch in _batches(docs, batch_size):
-            kept = [d for d in batch if d]
-            stats["empty_skipped"] += len(batch) - len(kept)
-            for doc, ids in zip(kept, sp.encode(kept, out_type=int, num_threads=num_threads)):
-                ids.append(eod)
-                builder.add_document(np.asarray(ids, dtype=dtype), [len(ids)])
-                stats["documents"] += 1
-                stats["tokens"] += len(ids)
-                stats["text_tokens"] += len(ids) - 1
-                stats["bytes"] += len(doc.encode("utf-8"))
+        # sentencepiece encodes a batch without the GIL: while it encodes batch k, this thread writes batch
+        # k-1 and reads batch k+1
+        with ThreadPoolExecutor(1) as encoder:
+            pending = None
+            for batch in _batches(docs, batch_size):
+                kept = [d for d in batch if d]
+                stats["empty_skipped"] += len(batch) - len(kept)
+                encoded = encoder.submit(sp.encode, kept, out_type=int, num_threads=num_threads)
+                if pending:
+                    write(*pending)
+                pending = (kept, encoded)
+            if pending:
+                write(*pending)
         builder.finalize(str(tmp_idx))
         if stats["documents"] == 0:
             raise ValueError(f"no non-empty documents to encode into {output_prefix}; check the inputs")

@@ -1,4 +1,4 @@
-"""Train a lossless sentencepiece BPE tokenizer for pre-training.
+"""Train a lossless sentencepiece BPE tokenizer for pre-training, and its Hugging Face tokenizer.json.
 
 Lossless means decode(encode(text)) == text byte for byte. sentencepiece's defaults are not (NFKC, collapsed
 whitespace, a dummy leading space); the settings below are, for any text without U+2581 ("▁", which
@@ -12,18 +12,28 @@ sentencepiece uses as its space symbol and decodes to a space):
   split_digits=True                     numbers are spelled digit by digit
 
 Special ids: 0 <unk>, 1 <s> (bos), 2 </s> (eos = EOD, appended after every document by encode.py), 3 <pad>.
+All four are control pieces: sentencepiece never produces them from text (a literal "</s>" is text).
 
-Reproducible: sentencepiece's sampling seed is fixed and the model bytes are a function of the input, the
-config and ``num_threads`` (the same input and config give the same .model; a different num_threads gives a
-different, equally good, model).
+The training sample (``draw_sample``): every document of every input gets a key, a keyed hash (blake2b, key
+``seed``) of its source file name and its position in that file; the sample is the documents in increasing key
+order, as many as fit in ``sample_bytes`` UTF-8 bytes (0: all). So each document has the same chance whatever
+shard it is in, every shard contributes in proportion to its number of documents, one pass holds at most
+``sample_bytes`` of text, and the sample depends only on the seed and the documents, not on the order of the
+inputs or where they lie.
 
-Training sees one "sentence" per line of every document (lines longer than max_sentence_length bytes are
-dropped by sentencepiece); when there are more than input_sentence_size lines, a seeded random sample.
+Newlines: each sampled document is cut into training units (``training_units``) at line ends, each unit at
+most ``max_sentence_length`` bytes and keeping its "\\n" (a longer line is cut at a character boundary), so
+sentencepiece sees "\\n" as a character: it is a piece of its own, and pieces such as ".\\n" or "\\n\\n" can
+be learned (nothing is dropped for being too long).
+
+Reproducible: the model bytes are a function of the documents, the config and ``num_threads`` (the same input
+and config give the same .model; a different num_threads gives a different, equally good, model).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import io
 import json
 import os
@@ -33,7 +43,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from data_pipeline.tokenizer.documents import ReadStats, iter_documents
+from data_pipeline.tokenizer.documents import ReadStats, iter_records
 
 UNK_ID, BOS_ID, EOS_ID, PAD_ID = 0, 1, 2, 3
 EOD_ID = EOS_ID
@@ -44,11 +54,11 @@ class TokenizerTrainConfig:
     vocab_size: int = 32000
     model_type: str = "bpe"
     character_coverage: float = 0.9995  # the rarest 0.05% of characters are left to byte fallback
-    input_sentence_size: int = 5_000_000  # lines sampled for training (0: all)
-    max_sentence_length: int = 65536  # bytes; longer lines are dropped
+    sample_bytes: int = 1_000_000_000  # UTF-8 bytes of documents sampled for training (0: every document)
+    max_sentence_length: int = 65536  # bytes per training unit (documents are cut at line ends to fit)
     num_threads: int = 8  # part of the result: keep it fixed to reproduce a model
-    seed: int = 1234
-    max_sample_docs: int = 200  # documents kept to report bytes/token after training
+    seed: int = 1234  # the sample's hash key
+    max_sample_docs: int = 200  # training documents kept to report bytes/token after training
 
     def validate(self) -> None:
         if self.vocab_size < 300:
@@ -58,6 +68,67 @@ class TokenizerTrainConfig:
             raise ValueError(f"model_type={self.model_type!r}: use 'bpe' (or 'unigram')")
         if self.num_threads < 1:
             raise ValueError(f"num_threads={self.num_threads} must be >= 1")
+        if self.sample_bytes < 0:
+            raise ValueError(f"sample_bytes={self.sample_bytes} must be >= 0 (0: every document)")
+        if self.max_sentence_length < 16:
+            raise ValueError(f"max_sentence_length={self.max_sentence_length} bytes is too short; use 4096 or more")
+
+
+def sample_key(seed: int, source: str, position: int) -> int:
+    """The document's place in the sample order: a 64-bit keyed hash of (source, position)."""
+    h = hashlib.blake2b(f"{source}\0{position}".encode("utf-8", "surrogatepass"), digest_size=8,
+                        key=seed.to_bytes(8, "little", signed=True))
+    return int.from_bytes(h.digest(), "little")
+
+
+def draw_sample(records: Iterable[tuple[str, int, str]], sample_bytes: int, seed: int) -> list[str]:
+    """The documents with the smallest sample keys whose total fits in sample_bytes (0: all), in key order.
+
+    One pass; holds at most sample_bytes of text (plus one document). A document whose key is above that of
+    one already dropped can never be in the sample and is not kept."""
+    heap: list[tuple[int, int, str]] = []  # (-key, bytes, text): the largest key on top
+    total, threshold = 0, 1 << 64
+    for source, position, doc in records:
+        key = sample_key(seed, source, position)
+        if key >= threshold:
+            continue
+        size = len(doc.encode("utf-8"))
+        heapq.heappush(heap, (-key, size, doc))
+        total += size
+        while sample_bytes and total > sample_bytes:
+            neg_key, size, _ = heapq.heappop(heap)
+            total -= size
+            threshold = -neg_key
+    return [doc for _, _, doc in sorted(heap, reverse=True)]
+
+
+def training_units(doc: str, max_bytes: int) -> Iterator[str]:
+    """doc cut into pieces of at most max_bytes UTF-8 bytes, after the last "\\n" that fits (each piece keeps
+    its newlines); a line longer than max_bytes is cut at a character boundary. "".join(units) == doc."""
+    data = doc.encode("utf-8")
+    if len(data) <= max_bytes:
+        yield doc
+        return
+    start = 0
+    while len(data) - start > max_bytes:
+        cut = data.rfind(b"\n", start, start + max_bytes) + 1
+        if cut <= start:
+            cut = start + max_bytes
+            while data[cut] & 0xC0 == 0x80:  # not inside a UTF-8 character
+                cut -= 1
+        yield data[start:cut].decode("utf-8")
+        start = cut
+    yield data[start:].decode("utf-8")
+
+
+def spm_options(config: TokenizerTrainConfig) -> dict:
+    """sentencepiece trainer options: the lossless settings above; the sample is drawn before training."""
+    return dict(vocab_size=config.vocab_size, model_type=config.model_type,
+                character_coverage=config.character_coverage, input_sentence_size=0,
+                max_sentence_length=config.max_sentence_length, num_threads=config.num_threads,
+                normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
+                byte_fallback=True, allow_whitespace_only_pieces=True, split_digits=True,
+                unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, minloglevel=2)
 
 
 def train_tokenizer(
@@ -70,10 +141,12 @@ def train_tokenizer(
     txt_mode: str = "file",
     text_key: str = "text",
 ) -> Path:
-    """Train on documents (strings) or on input files/sample names; write <output_prefix>.model, .vocab, .json.
+    """Train on documents (strings) or on inputs (files, directories, sample names; see documents.py); write
+    <output_prefix>.model, .vocab, .json and, for BPE, .tokenizer.json (Hugging Face, the same ids; hf.py).
+    Returns the .model path.
 
-    ``files=None`` guesses: Path objects, or a list whose items are all existing files or sample names, are
-    read as inputs (see documents.py); anything else is taken as the documents' text. Returns the .model path.
+    ``files=None`` guesses: Path objects, or a list whose items are all existing files, directories or sample
+    names, are read as inputs; anything else is taken as the documents' text (source "", position = index).
     """
     config = config or TokenizerTrainConfig()
     config = TokenizerTrainConfig(**{**asdict(config), "vocab_size": vocab_size})
@@ -85,68 +158,66 @@ def train_tokenizer(
     read_stats = ReadStats()
     if files is None:
         files = isinstance(items, list) and bool(items) and all(_looks_like_input(x) for x in items)
-    docs = iter_documents(items, txt_mode, text_key, read_stats) if files else (str(t) for t in items)
+    if files:
+        records = iter_records(items, txt_mode, text_key, read_stats)
+    else:
+        records = (("", i, str(t)) for i, t in enumerate(items) if t)
+    counts = {"input_documents": 0, "units": 0, "bytes": 0}
 
-    sample: list[str] = []
-    counts = {"documents": 0, "lines": 0, "bytes": 0}
+    def counted(records):
+        for record in records:
+            counts["input_documents"] += 1
+            yield record
+
+    sample = draw_sample(counted(records), config.sample_bytes, config.seed)
 
     def sentences() -> Iterator[str]:
-        for doc in docs:
-            counts["documents"] += 1
-            counts["bytes"] += len(doc.encode("utf-8"))
-            if len(sample) < config.max_sample_docs:
-                sample.append(doc)
-            for line in doc.split("\n"):
-                if line:
-                    counts["lines"] += 1
-                    yield line
+        for doc in sample:
+            for unit in training_units(doc, config.max_sentence_length):
+                counts["units"] += 1
+                counts["bytes"] += len(unit.encode("utf-8"))
+                yield unit
 
+    if not sample:
+        raise ValueError("no training text: every input document was empty")
     model = io.BytesIO()
     spm.set_random_generator_seed(config.seed)
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=sentences(),
-        model_writer=model,
-        vocab_size=config.vocab_size,
-        model_type=config.model_type,
-        character_coverage=config.character_coverage,
-        input_sentence_size=config.input_sentence_size,
-        shuffle_input_sentence=True,
-        max_sentence_length=config.max_sentence_length,
-        num_threads=config.num_threads,
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        add_dummy_prefix=False,
-        byte_fallback=True,
-        allow_whitespace_only_pieces=True,
-        split_digits=True,
-        unk_id=UNK_ID,
-        bos_id=BOS_ID,
-        eos_id=EOS_ID,
-        pad_id=PAD_ID,
-        minloglevel=2,
-    )
-    if counts["lines"] == 0:
-        raise ValueError("no training text: every input document was empty")
+    try:
+        spm.SentencePieceTrainer.train(sentence_iterator=sentences(), model_writer=model, **spm_options(config))
+    except RuntimeError as exc:
+        if "Vocabulary size too high" not in str(exc):
+            raise
+        raise ValueError(f"vocab_size={config.vocab_size} is more than {counts['bytes']} bytes of training text can "
+                         f"fill ({str(exc).split('] ')[-1]}); lower train.vocab_size or give more text") from None
     model_bytes = model.getvalue()
     model_path = output_prefix.with_name(output_prefix.name + ".model")
     _write_atomic(model_path, model_bytes)
 
+    from data_pipeline.tokenizer.hf import hf_tokenizer
+
+    hf_path = output_prefix.with_name(output_prefix.name + ".tokenizer.json")
+    if config.model_type == "bpe":  # (a unigram model gets no tokenizer.json)
+        _write_atomic(hf_path, hf_tokenizer(model_bytes).to_str(pretty=True).encode("utf-8"))
+
     sp = spm.SentencePieceProcessor(model_proto=model_bytes)
     vocab = "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.vocab_size()))
     _write_atomic(output_prefix.with_name(output_prefix.name + ".vocab"), vocab.encode("utf-8"))
-    sample_tokens = sum(len(ids) for ids in sp.encode(sample)) if sample else 0
-    sample_bytes = sum(len(d.encode("utf-8")) for d in sample)
+    report = sample[:config.max_sample_docs]
+    report_tokens = sum(len(ids) for ids in sp.encode(report))
+    report_bytes = sum(len(d.encode("utf-8")) for d in report)
     manifest = {
         "model": model_path.name,
+        "hf_tokenizer": hf_path.name if config.model_type == "bpe" else None,
         "sha256": hashlib.sha256(model_bytes).hexdigest(),
         "vocab_size": sp.vocab_size(),
         "special_ids": {"unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID, "pad": PAD_ID, "eod": EOD_ID},
         "config": asdict(config),
-        "training_documents": counts["documents"],
-        "training_lines": counts["lines"],
+        "input_documents": counts["input_documents"],
+        "training_documents": len(sample),
+        "training_units": counts["units"],
         "training_bytes": counts["bytes"],
         "skipped_corrupt_records": read_stats.skipped,
-        "sample_bytes_per_token": round(sample_bytes / sample_tokens, 4) if sample_tokens else None,
+        "sample_bytes_per_token": round(report_bytes / report_tokens, 4) if report_tokens else None,
     }
     _write_atomic(output_prefix.with_name(output_prefix.name + ".json"),
                   (json.dumps(manifest, indent=2) + "\n").encode())
@@ -159,7 +230,7 @@ def _looks_like_input(item) -> bool:
     from data_pipeline.samples import REGISTRY
 
     return isinstance(item, str) and "\n" not in item and len(item) < 4096 and (
-        item in REGISTRY or Path(item).is_file())
+        item in REGISTRY or Path(item).is_file() or Path(item).is_dir())
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
