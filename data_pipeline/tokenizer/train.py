@@ -229,8 +229,12 @@ def _looks_like_input(item) -> bool:
         return True
     from data_pipeline.samples import REGISTRY
 
-    return isinstance(item, str) and "\n" not in item and len(item) < 4096 and (
-        item in REGISTRY or Path(item).is_file() or Path(item).is_dir())
+    if not (isinstance(item, str) and "\n" not in item and len(item) < 4096):
+        return False
+    try:
+        return item in REGISTRY or Path(item).is_file() or Path(item).is_dir()
+    except OSError:  # a document's text, longer than a file name may be (ENAMETOOLONG)
+        return False
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -90,7 +90,7 @@ def test_train_writes_model_and_report(model, crawl, tmp_path):
     (["positives.paths=[enwiki]", "negatives.paths=[x]", "output.prefix=p", "train.bogus=1"],
      "Key 'bogus' not in 'ScoreTrainSettings'", 2),
     (["positives.paths=[enwiki]", "negatives.paths=[/nonexistent/crawl]", "output.prefix=p"],
-     "'/nonexistent/crawl' is neither a file, a folder nor a sample name", 1),
+     "'/nonexistent/crawl' is neither a file, a directory nor a sample name", 1),
 ])
 def test_train_bad_input_says_what_to_fix(tmp_path, args, message, code):
     args = [a.replace("output.prefix=p", f"output.prefix={tmp_path}/p") for a in args]

@@ -362,3 +362,12 @@ def test_hf_tokenizer_json_encodes_identically(model, request, sample_paths, wik
         assert hf.decode(ids, skip_special_tokens=False) == sp.decode(ids)
     assert hf.encode("</s>", add_special_tokens=False).ids == sp.encode("</s>")
     assert hf.id_to_token(2) == "</s>" and hf.id_to_token(3) == "<pad>"
+
+
+def test_documents_longer_than_a_file_name_are_text_not_paths(tmp_path):
+    """train_tokenizer guesses whether its items are inputs or texts: a one-line document of 500 characters
+    is text (os.stat on it fails with ENAMETOOLONG, which must not escape)."""
+    rng = np.random.default_rng(1)
+    docs = [" ".join("".join(rng.choice(list("abcdefghij"), 5)) for _ in range(100)) for _ in range(200)]
+    model = train_tokenizer(docs, 400, tmp_path / "tok", TokenizerTrainConfig(num_threads=1))
+    assert model.is_file()
