@@ -18,7 +18,6 @@ and always wins its cluster: a document of the run that lands in a cluster with 
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shutil
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob
 import math
-import os
 
 import numpy as np
 from datatrove.pipeline.filters.base_filter import BaseFilter
@@ -23,7 +22,7 @@ from data_pipeline.dedup.index import is_index, load_index_rows
 from data_pipeline.dedup.minhash import MinHasher, MinHashParams, hash64, text_hash
 from data_pipeline.dedup.positions import Positions
 from data_pipeline.dedup.records import read_records
-from data_pipeline.dedup.work import (EDGE_DTYPE, WorkStep, listed_outputs_ok, mix, node_dtype, node_part,
+from data_pipeline.dedup.work import (WorkStep, listed_outputs_ok, mix, node_dtype, node_part,
                                       record_peak_rss, remove_listed, write_listing, write_partitioned)
 from data_pipeline.filters.links import normalize_url
 

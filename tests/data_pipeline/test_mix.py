@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 import zstandard
-from stage_helpers import cli, manifest, output_files
+from stage_helpers import cli, manifest
 
 from data_pipeline.config import ConfigError
 from data_pipeline.mix.stage import BINS, solve
