@@ -1,16 +1,29 @@
 """Layout-independent checkpoints: save under one (TP, PP, DP), load under any other.
 
-Every tensor is stored whole, under its global name (pretrain.model.global_params): model weights, and the
-optimizer's fp32 main weights (when training in bf16) and Adam moments as `optim.<state>.<name>`
-(pretrain.optimizer_state), with Adam's step count in `meta.json`. Saving gathers each parameter's
-tensor-parallel shards (and, with the distributed optimizer, the data-parallel shards of its optimizer state)
-and one rank per pipeline stage writes them; loading reads each whole tensor (memory-mapped) and keeps this
-rank's slice. The data position is the global consumed-samples count, also layout-independent. The tokenizer
-the run trains with is copied into the checkpoint, so a checkpoint alone can be sampled or exported.
+Every tensor has a global name (pretrain.model.global_params): model weights, and the optimizer's fp32 main
+weights (when training in bf16) and Adam moments as `optim.<state>.<name>` (pretrain.optimizer_state), with
+Adam's step count in `meta.json`. The data position is the global consumed-samples count, also
+layout-independent. The tokenizer the run trains with is copied into the checkpoint, so a checkpoint alone can
+be sampled or exported. Two formats (`run.checkpoint_format`), both read by `load` and by CheckpointReader:
+
+`dcp` (default): torch.distributed.checkpoint. Every rank contributes its TP-local slice of each tensor as
+chunks of the global tensor (pretrain.checkpoint_dcp); DCP de-duplicates data-parallel replicas over the ranks,
+so all ranks write their share in parallel, one file each. With `run.async_save` (default for dcp) the save
+stages a CPU copy and returns; a background thread writes, on a gloo group of its own, and rank 0 commits once
+every rank's files are written (`Checkpointer`); the next save, the end of training and every early exit
+(exit_interval, signal, non-finite stop) wait for the commit. Loading: each rank allocates its tensors for the
+new layout and DCP reads the overlapping bytes of the saved chunks (no collective).
+
+`full`: each parameter's TP shards (and, with the distributed optimizer, the data-parallel shards of its
+optimizer state) are gathered and one rank per pipeline stage writes them whole; loading reads each whole
+tensor (memory-mapped) and keeps this rank's slice.
 
 Integrity: a checkpoint is written into `checkpoints/.tmp.iter_XXXXXXX/` and renamed when complete; `latest`
-is replaced last, atomically; `meta.json` records every file's sha256, computed by the rank that wrote it. On resume a corrupt or partial newest
-checkpoint is detected and the previous one is used, with a warning that names both
+is replaced last, atomically, so a process killed mid-save leaves only the .tmp dir and resume takes the
+previous checkpoint. Each file's sha256 is computed by the rank that wrote it (dcp: `sha256/rankNNNNN.json`,
+in the background thread when async; full: meta.json). On resume every rank verifies its share of the files
+(file i by rank i % world, `find_resumable_parallel`) and the ranks agree; a corrupt or partial newest
+checkpoint is skipped and the previous one is used, with a warning that names both
 (pretrain.checkpoint_reader, which is also the public read API).
 
 `python -m pretrain.checkpoint inspect DIR` lists what a checkpoint holds.
