@@ -43,7 +43,7 @@ def worker(a) -> None:
     from pretrain.train import build_model_and_optimizer
 
     cfg = C.load([f"model={a.shape}", f"model.vocab_size={a.vocab}", "train.global_batch_size=2",
-                  "train.micro_batch_size=1", *a.overrides])
+                  "train.micro_batch_size=1", "optim.warmup_iters=0", *a.overrides])
     env = runtime.dist_env()
     layout = C.validate(cfg, env.world_size, check_data=False)
     device = runtime.init_distributed(env)
@@ -94,7 +94,7 @@ def worker(a) -> None:
     if rank == 0:
         nparams = sum(p.numel() for m in model for p in m.parameters()) * layout.tp * layout.pp
         Path(a.out).write_text(json.dumps({"rows": rows, "world": world, "params": nparams,
-                                           "layout": layout.describe()}))
+                                           "layout": layout.describe(), "tp_pp": layout.tp * layout.pp}))
     runtime.destroy()
 
 
@@ -129,20 +129,26 @@ def report(name: str, res: dict) -> list[str]:
 
 
 def projection(results: dict) -> list[str]:
-    """An 8B save from the measured per-rank write rate of the dcp-sync arm (world 2) and the full arm."""
-    res = results.get("dp2") or results.get("tp2") or next(iter(results.values()))
-    bw = {arm: statistics.median(x["max_rank_bytes"] / x["commit_s"] for x in res["rows"][arm])
+    """An 8B save from the per-rank rates measured here: write (dcp-sync, and full's one writer per stage) and
+    staging (dcp-async's resume_s over the state one rank holds)."""
+    name = "dp2" if "dp2" in results else ("tp2" if "tp2" in results else next(iter(results)))
+    res = results[name]
+    rows = res["rows"]
+    bw = {arm: statistics.median(x["max_rank_bytes"] / x["commit_s"] for x in rows[arm])
           for arm in ("full", "dcp-sync")}
-    lines = [f"\n8B projection ({PARAMS_8B / 1e9:.2f}B params; bf16 weights 2 + fp32 main 4 + Adam 8 = 14 bytes/param "
-             f"= {PARAMS_8B * 14 / 1e9:.0f} GB; assumes each rank keeps the write rate measured here "
-             f"(full {bw['full'] / 1e6:.0f}, dcp {bw['dcp-sync'] / 1e6:.0f} MB/s/rank) and the filesystem's "
-             "aggregate bandwidth is not the limit):"]
+    tp_pp = res.get("tp_pp", 1)
+    stage = statistics.median(x["bytes"] / tp_pp / x["resume_s"] for x in rows["dcp-async"])
     total = PARAMS_8B * 14
+    lines = [f"\n8B projection ({PARAMS_8B / 1e9:.2f}B params x (bf16 weight 2 + fp32 main 4 + Adam 8) = 14 bytes/param "
+             f"= {total / 1e9:.0f} GB), from the {name} rates measured here: write full {bw['full'] / 1e6:.0f}, "
+             f"dcp {bw['dcp-sync'] / 1e6:.0f} MB/s per rank, async staging {stage / 1e6:.0f} MB/s per rank; assumes "
+             "every rank keeps that rate (the filesystem's aggregate bandwidth is not the limit) and TP=8:"]
     for ranks, pp in [(8, 1), (64, 2), (256, 4)]:
         full = total / pp / bw["full"]  # one writer per pipeline stage, after the TP gather
         dcp = total / ranks / bw["dcp-sync"]  # every rank writes its share
-        lines.append(f"  {ranks:4d} ranks (PP={pp}): full {full / 60:7.1f} min ({pp} writers), "
-                     f"dcp {dcp:7.1f} s ({ranks} writers)")
+        staged = total / (8 * pp) / stage  # every rank copies its TP-local state (DP replicas too)
+        lines.append(f"  {ranks:4d} ranks (TP=8, PP={pp}): full {full / 60:6.1f} min ({pp} writers); dcp sync "
+                     f"{dcp:6.1f} s ({ranks} writers); dcp async: training resumes after {staged:5.1f} s")
     return lines
 
 
