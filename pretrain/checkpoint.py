@@ -210,15 +210,18 @@ class Checkpointer:
         return self._pending is not None
 
     def wait(self) -> Path | None:
-        """Block until the save in flight (if any) is written by every rank and committed; its directory."""
+        """Collective. Block until the save in flight (if any) is written by every rank and committed; its
+        directory."""
         pending, self._pending = self._pending, None
         if pending is None:
             return None
         try:
-            return pending.result()
+            path = pending.result()
         except Exception as e:
             raise CheckpointError(f"asynchronous checkpoint save failed on rank {torch.distributed.get_rank()}: "
                                   f"{type(e).__name__}: {e}") from e
+        torch.distributed.barrier()  # rank 0's commit is visible to every rank from here on
+        return path
 
 
 def read_meta(ckpt_dir: Path | str) -> dict:
