@@ -6,6 +6,7 @@ checkpoint or a save killed before its commit (a .tmp dir) falls back to the las
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -120,6 +121,14 @@ def test_corrupt_newest_dcp_checkpoint_and_an_uncommitted_save_fall_back(tiny_sh
     for f in sorted((newest / "sha256").glob("rank*.json")):
         recorded.update(json.loads(f.read_text()))
     assert sorted(recorded) == ["__0_0.distcp", "__1_0.distcp"]  # each rank wrote and hashed its own file
+    # the two data-parallel replicas are stored once, spread over both ranks' files
+    from pretrain.checkpoint_reader import CheckpointReader
+
+    reader = CheckpointReader.open(newest)
+    state_bytes = sum(math.prod(shape) * dtype.itemsize for shape, dtype in
+                      map(reader.tensor_info, reader.model_keys() + reader.optimizer_keys()))
+    written = [(newest / f).stat().st_size for f in recorded]
+    assert sum(written) < 1.1 * state_bytes and min(written) > 0.25 * state_bytes, (written, state_bytes)
     victim = newest / "__0_0.distcp"  # verified by rank 1 (file i by rank i % world), reported by rank 0
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
     killed = ckpts / ".tmp.iter_0000008"  # what a kill during the write of step 8's save leaves
