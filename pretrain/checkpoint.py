@@ -1,16 +1,29 @@
 """Layout-independent checkpoints: save under one (TP, PP, DP), load under any other.
 
-Every tensor is stored whole, under its global name (pretrain.model.global_params): model weights, and the
-optimizer's fp32 main weights (when training in bf16) and Adam moments as `optim.<state>.<name>`
-(pretrain.optimizer_state), with Adam's step count in `meta.json`. Saving gathers each parameter's
-tensor-parallel shards (and, with the distributed optimizer, the data-parallel shards of its optimizer state)
-and one rank per pipeline stage writes them; loading reads each whole tensor (memory-mapped) and keeps this
-rank's slice. The data position is the global consumed-samples count, also layout-independent. The tokenizer
-the run trains with is copied into the checkpoint, so a checkpoint alone can be sampled or exported.
+Every tensor has a global name (pretrain.model.global_params): model weights, and the optimizer's fp32 main
+weights (when training in bf16) and Adam moments as `optim.<state>.<name>` (pretrain.optimizer_state), with
+Adam's step count in `meta.json`. The data position is the global consumed-samples count, also
+layout-independent. The tokenizer the run trains with is copied into the checkpoint, so a checkpoint alone can
+be sampled or exported. Two formats (`run.checkpoint_format`), both read by `load` and by CheckpointReader:
+
+`dcp` (default): torch.distributed.checkpoint. Every rank contributes its TP-local slice of each tensor as
+chunks of the global tensor (pretrain.checkpoint_dcp); DCP de-duplicates data-parallel replicas over the ranks,
+so all ranks write their share in parallel, one file each. With `run.async_save` (default for dcp) the save
+stages a CPU copy and returns; a background thread writes, on a gloo group of its own, and rank 0 commits once
+every rank's files are written (`Checkpointer`); the next save, the end of training and every early exit
+(exit_interval, signal, non-finite stop) wait for the commit. Loading: each rank allocates its tensors for the
+new layout and DCP reads the overlapping bytes of the saved chunks (no collective).
+
+`full`: each parameter's TP shards (and, with the distributed optimizer, the data-parallel shards of its
+optimizer state) are gathered and one rank per pipeline stage writes them whole; loading reads each whole
+tensor (memory-mapped) and keeps this rank's slice.
 
 Integrity: a checkpoint is written into `checkpoints/.tmp.iter_XXXXXXX/` and renamed when complete; `latest`
-is replaced last, atomically; `meta.json` records every file's sha256, computed by the rank that wrote it. On resume a corrupt or partial newest
-checkpoint is detected and the previous one is used, with a warning that names both
+is replaced last, atomically, so a process killed mid-save leaves only the .tmp dir and resume takes the
+previous checkpoint. Each file's sha256 is computed by the rank that wrote it (dcp: `sha256/rankNNNNN.json`,
+in the background thread when async; full: meta.json). On resume every rank verifies its share of the files
+(file i by rank i % world, `find_resumable_parallel`) and the ranks agree; a corrupt or partial newest
+checkpoint is skipped and the previous one is used, with a warning that names both
 (pretrain.checkpoint_reader, which is also the public read API).
 
 `python -m pretrain.checkpoint inspect DIR` lists what a checkpoint holds.
@@ -23,18 +36,21 @@ import os
 import shutil
 import sys
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from megatron.core import parallel_state
 
 from data_pipeline.samples import file_sha256
+from pretrain import checkpoint_dcp as dcpf
 from pretrain import optimizer_state as ostate
 from pretrain.checkpoint_reader import (META, TOKENIZER, LATEST, CheckpointError, CheckpointReader,
                                         find_resumable, inspect, iter_dir_name)
 from pretrain.model import ParamInfo, full_from_shards, global_params, shard_of
 
-__all__ = ["save", "load", "read_meta", "find_resumable", "iter_dir_name", "LATEST"]
+__all__ = ["Checkpointer", "save", "load", "read_meta", "find_resumable", "find_resumable_parallel",
+           "iter_dir_name", "LATEST"]
 
 
 def _tp_gather(t: torch.Tensor, info: ParamInfo) -> torch.Tensor:
@@ -46,19 +62,43 @@ def _tp_gather(t: torch.Tensor, info: ParamInfo) -> torch.Tensor:
     return full_from_shards(shards, info)
 
 
-def save(ckpt_root: Path, iteration: int, model_chunks, optimizer, extra: dict, save_main: bool,
-         tokenizer_model: str | None = None, keep_last: int | None = None) -> Path:
-    """Collective: every rank calls it. Returns the final checkpoint directory. With keep_last, older
-    checkpoints beyond the newest `keep_last` are deleted once the new one is in place."""
-    rank = torch.distributed.get_rank()
+def _commit(ckpt_root: Path, tmp: Path, final: Path, meta: dict, tokenizer_model: str | None,
+            keep_last: int | None) -> None:
+    """Rank 0, once every rank's files are in `tmp`: tokenizer, meta.json, rename, then the `latest` pointer,
+    then keep_last."""
+    if tokenizer_model:
+        shutil.copyfile(tokenizer_model, tmp / TOKENIZER)
+        meta["sha256"][TOKENIZER] = file_sha256(tmp / TOKENIZER)
+    (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    pointer = ckpt_root / f".{LATEST}.tmp"
+    pointer.write_text(final.name + "\n")
+    os.replace(pointer, ckpt_root / LATEST)  # the pointer moves last
+    if keep_last:
+        for old in sorted(p for p in ckpt_root.glob("iter_*") if p.is_dir())[:-keep_last]:
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _make_tmp(ckpt_root: Path, iteration: int) -> tuple[Path, Path]:
     name = iter_dir_name(iteration)
     tmp, final = ckpt_root / f".tmp.{name}", ckpt_root / name
-    if rank == 0:
+    if torch.distributed.get_rank() == 0:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
     torch.distributed.barrier()
+    return tmp, final
 
+
+def save(ckpt_root: Path, iteration: int, model_chunks, optimizer, extra: dict, save_main: bool,
+         tokenizer_model: str | None = None, keep_last: int | None = None) -> Path:
+    """The `full` format. Collective: every rank calls it. Returns the final checkpoint directory. With
+    keep_last, older checkpoints beyond the newest `keep_last` are deleted once the new one is in place."""
+    rank = torch.distributed.get_rank()
+    tmp, final = _make_tmp(ckpt_root, iteration)
     params = list(global_params(model_chunks))
     owners = ostate.owners(optimizer, params)
     writer = (parallel_state.get_tensor_model_parallel_rank() == 0
@@ -87,41 +127,184 @@ def save(ckpt_root: Path, iteration: int, model_chunks, optimizer, extra: dict, 
     if rank == 0:
         index = {k: v for p in gathered for k, v in p["index"].items()}
         checksums = {f: d for p in gathered for f, d in p["sha256"].items()}
-        if tokenizer_model:
-            shutil.copyfile(tokenizer_model, tmp / TOKENIZER)
-            checksums[TOKENIZER] = file_sha256(tmp / TOKENIZER)
-        meta = dict(extra, iteration=iteration, optimizer_step=step, index=index, sha256=checksums)
-        (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        pointer = ckpt_root / f".{LATEST}.tmp"
-        pointer.write_text(name + "\n")
-        os.replace(pointer, ckpt_root / LATEST)  # the pointer moves last
-        if keep_last:
-            for old in sorted(p for p in ckpt_root.glob("iter_*") if p.is_dir())[:-keep_last]:
-                if old != final:
-                    shutil.rmtree(old, ignore_errors=True)
+        meta = dict(extra, format="full", iteration=iteration, optimizer_step=step, index=index, sha256=checksums)
+        _commit(ckpt_root, tmp, final, meta, tokenizer_model, keep_last)
     torch.distributed.barrier()
     return final
+
+
+def _local_state(model_chunks, optimizer, save_main: bool) -> tuple[dict, dcpf.Layout]:
+    """This rank's TP-local tensors as DCP chunks of the global tensors: ({key: tensor}, layout)."""
+    tp_rank = parallel_state.get_tensor_model_parallel_rank()
+    tp_size = parallel_state.get_tensor_model_parallel_world_size()
+    params = list(global_params(model_chunks))
+    owners = ostate.owners(optimizer, params)
+    state, layout = {}, {}
+    for info in params:
+        tensors = {info.name: info.param.detach()}
+        for k, t in ostate.local_tensors(owners[id(info.param)], info.param).items():
+            if k != "main" or save_main:
+                tensors[f"optim.{k}.{info.name}"] = t
+        for name, t in tensors.items():
+            for key, piece, offsets, gshape in dcpf.pieces(name, t, info, tp_rank, tp_size):
+                state[key], layout[key] = piece, (name, offsets, gshape)
+    return state, layout
+
+
+class Checkpointer:
+    """Saves checkpoints in one format; `dcp` with async_save keeps at most one save in flight.
+
+    An asynchronous save stages this rank's tensors (a CPU copy) and returns; torch.distributed.checkpoint's
+    async_save writes them in a background thread, its collectives on a gloo group of their own (created at
+    the first save), so they never interleave with training collectives. When every rank's files are written
+    (DCP's final collective), rank 0 commits in the background: meta.json, rename, `latest`, keep_last. `wait`
+    blocks until then; the next save, the end of training and every early exit call it, so no completed
+    checkpoint is lost. A process killed before the commit leaves only `.tmp.iter_XXXXXXX`, which resume
+    ignores."""
+
+    def __init__(self, fmt: str = "dcp", async_save: bool = False):
+        if async_save and fmt != "dcp":
+            raise ValueError("async_save needs the dcp format")
+        self.fmt, self.async_save = fmt, async_save
+        self._group = None
+        self._pending: Future | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def save(self, ckpt_root: Path, iteration: int, model_chunks, optimizer, extra: dict, save_main: bool,
+             tokenizer_model: str | None = None, keep_last: int | None = None) -> Path:
+        """Collective. Returns the checkpoint's final directory (committed already unless async_save)."""
+        self.wait()
+        if self.fmt == "full":
+            return save(ckpt_root, iteration, model_chunks, optimizer, extra, save_main, tokenizer_model,
+                        keep_last)
+        import torch.distributed.checkpoint as dcp
+
+        if self._group is None:
+            self._group = torch.distributed.new_group(backend="gloo")
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        tmp, final = _make_tmp(ckpt_root, iteration)
+        state, layout = _local_state(model_chunks, optimizer, save_main)
+        meta = dict(extra, format="dcp", iteration=iteration, optimizer_step=ostate.optimizer_step(optimizer),
+                    writers=world, sha256={})
+        writer, planner = dcpf.HashingWriter(tmp, rank), dcpf.ChunkSavePlanner(layout)
+
+        def commit() -> Path:
+            if rank == 0:
+                meta["sha256"][dcpf.DCP_METADATA] = file_sha256(tmp / dcpf.DCP_METADATA)
+                _commit(ckpt_root, tmp, final, meta, tokenizer_model, keep_last)
+            return final
+
+        if not self.async_save:
+            dcp.save(state, storage_writer=writer, planner=planner, process_group=self._group)
+            commit()
+            torch.distributed.barrier()
+            return final
+        future = dcp.async_save(state, storage_writer=writer, planner=planner, process_group=self._group)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-commit")
+        self._pending = self._pool.submit(lambda: (future.result(), commit())[1])
+        return final
+
+    @property
+    def in_flight(self) -> bool:
+        return self._pending is not None
+
+    def wait(self) -> Path | None:
+        """Collective. Block until the save in flight (if any) is written by every rank and committed; its
+        directory."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        try:
+            path = pending.result()
+        except Exception as e:
+            raise CheckpointError(f"asynchronous checkpoint save failed on rank {torch.distributed.get_rank()}: "
+                                  f"{type(e).__name__}: {e}") from e
+        torch.distributed.barrier()  # rank 0's commit is visible to every rank from here on
+        return path
 
 
 def read_meta(ckpt_dir: Path | str) -> dict:
     return json.loads((Path(ckpt_dir) / META).read_text())
 
 
+def find_resumable_parallel(ckpt_root: Path) -> tuple[Path | None, list[str]]:
+    """Collective find_resumable: rank i verifies the checksums of files i, i + world, ...; the ranks agree on
+    the first failure of each candidate. The same answer on every rank."""
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+    def agree(reason: str | None) -> str | None:
+        reasons: list = [None] * world
+        torch.distributed.all_gather_object(reasons, reason)
+        return next((r for r in reasons if r is not None), None)
+
+    return find_resumable(ckpt_root, part=(rank, world), agree=agree)
+
+
 @torch.no_grad()
 def load(ckpt_dir: Path | str, model_chunks, optimizer) -> dict:
-    """Load weights and optimizer state for this rank's shards. Returns the checkpoint's metadata."""
+    """Load weights and optimizer state for this rank's shards (either format, any layout it was saved
+    under). Returns the checkpoint's metadata."""
+    meta = read_meta(ckpt_dir)
+    if meta.get("format", "full") == "dcp":
+        _load_dcp(Path(ckpt_dir), model_chunks, optimizer)
+    else:
+        _load_full(Path(ckpt_dir), model_chunks, optimizer)
+    ostate.set_optimizer_step(optimizer, int(meta.get("optimizer_step", meta["iteration"])))
+    # megatron's DDP keeps the model weights in contiguous buffers that the optimizer copies from its main
+    # weights after each step; the copies here wrote the model weights and main weights directly.
+    return meta
+
+
+def _missing(ckpt_dir, params, keys) -> None:
+    missing = [i.name for i in params if i.name not in keys]
+    if missing:
+        raise CheckpointError(f"checkpoint {ckpt_dir} lacks {len(missing)} parameters of this model, e.g. "
+                              f"{missing[:3]}: it was saved from a different model shape (check model.* overrides)")
+
+
+def _load_dcp(ckpt_dir: Path, model_chunks, optimizer) -> None:
+    """Each rank allocates its TP-local tensors for this layout; dcp.load (on this process alone: no
+    collective) reads the overlapping bytes of the saved chunks into them."""
+    import torch.distributed.checkpoint as dcp
+
+    reader = dcp.FileSystemReader(str(ckpt_dir))
+    saved = reader.read_metadata().state_dict_metadata
+    tp_rank = parallel_state.get_tensor_model_parallel_rank()
+    tp_size = parallel_state.get_tensor_model_parallel_world_size()
+    params = list(global_params(model_chunks))
+    _missing(ckpt_dir, params, saved)
+    owners = ostate.owners(optimizer, params)
+    state, layout, local = {}, {}, {}
+    for info in params:
+        shape = tuple(info.param.shape)
+        bufs = {"param": torch.empty(shape, dtype=info.param.dtype)}
+        names = {"param": info.name}
+        if f"optim.main.{info.name}" in saved:
+            bufs["main"], names["main"] = torch.empty(shape), f"optim.main.{info.name}"
+        for k in ostate.STATE_KEYS:
+            bufs[k], names[k] = torch.empty(shape), f"optim.{k}.{info.name}"
+        local[info.name] = bufs
+        for k, buf in bufs.items():
+            for key, piece, offsets, gshape in dcpf.pieces(names[k], buf, info, tp_rank, tp_size):
+                state[key], layout[key] = piece, (names[k], offsets, gshape)
+    dcp.load(state, storage_reader=reader, planner=dcpf.ChunkLoadPlanner(layout), no_dist=True)
+    for info in params:
+        bufs = local[info.name]
+        info.param.copy_(bufs["param"])
+        tensors = {"main": bufs.get("main", bufs["param"]).float(),
+                   **{k: bufs[k] for k in ostate.STATE_KEYS}}
+        ostate.set_local_tensors(owners[id(info.param)], info.param,
+                                 {k: t.to(info.param.device) for k, t in tensors.items()})
+
+
+def _load_full(ckpt_dir: Path, model_chunks, optimizer) -> None:
     reader = CheckpointReader.open(ckpt_dir, verify_checksums=False)  # find_resumable verified it
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
     tp_size = parallel_state.get_tensor_model_parallel_world_size()
     params = list(global_params(model_chunks))
     owners = ostate.owners(optimizer, params)
-    missing = [i.name for i in params if i.name not in reader]
-    if missing:
-        raise CheckpointError(f"checkpoint {ckpt_dir} lacks {len(missing)} parameters of this model, e.g. "
-                              f"{missing[:3]}: it was saved from a different model shape (check model.* overrides)")
+    _missing(ckpt_dir, params, reader)
     for info in params:
         full = reader[info.name]
         local = shard_of(full, info, tp_rank, tp_size)
@@ -135,10 +318,6 @@ def load(ckpt_dir: Path | str, model_chunks, optimizer) -> dict:
         for k in ostate.STATE_KEYS:
             tensors[k] = shard_of(reader[f"optim.{k}.{info.name}"], info, tp_rank, tp_size)
         ostate.set_local_tensors(owners[id(info.param)], info.param, tensors)
-    ostate.set_optimizer_step(optimizer, int(reader.meta.get("optimizer_step", reader.iteration)))
-    # megatron's DDP keeps the model weights in contiguous buffers that the optimizer copies from its main
-    # weights after each step; the copies above wrote the model weights and main weights directly.
-    return reader.meta
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,13 +12,17 @@ Tensors are whole (never TP/PP shards) and keyed by layout-independent global na
 `decoder.final_layernorm.weight`, `output_layer.weight` when the embeddings are untied). With tied embeddings
 there is no `output_layer.weight`: the output layer is the embedding.
 
-A checkpoint directory holds `meta.json` (iteration, data position, the layout it was saved under, the model
-shape, the index key -> file, the sha256 of every file) and the tensor files it names.
+A checkpoint directory holds `meta.json` (format, iteration, data position, the layout it was saved under, the
+model shape) and its tensor files. `full` format: meta.json also holds the index key -> file and the sha256 of
+every file. `dcp` format (the default): torch.distributed.checkpoint's `.metadata` and `__<rank>_<n>.distcp`
+files, and `sha256/rankNNNNN.json`, the sha256 of the files each rank wrote (meta.json holds those of the files
+rank 0 adds: `.metadata`, the tokenizer).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -38,8 +42,18 @@ def iter_dir_name(iteration: int) -> str:
     return f"iter_{iteration:07d}"
 
 
-def verify(ckpt_dir: Path) -> str | None:
-    """None if the checkpoint is complete and its checksums match, else the reason."""
+def checksummed_files(ckpt_dir: Path, meta: dict) -> dict[str, str] | str:
+    """{file relative to the checkpoint: sha256} for either format, or the reason it cannot be listed."""
+    if meta.get("format") == "dcp":
+        from pretrain.checkpoint_dcp import recorded_files
+
+        return recorded_files(ckpt_dir, meta)
+    return dict(meta.get("sha256", {}))
+
+
+def verify(ckpt_dir: Path, part: tuple[int, int] = (0, 1)) -> str | None:
+    """None if the checkpoint is complete and its checksums match, else the reason. part=(i, n) checks only
+    files i, i+n, i+2n, ... (in name order), so n processes can share the work."""
     meta_path = Path(ckpt_dir) / META
     if not meta_path.is_file():
         return f"{META} missing (partial write)"
@@ -47,17 +61,24 @@ def verify(ckpt_dir: Path) -> str | None:
         meta = json.loads(meta_path.read_text())
     except ValueError as e:
         return f"{META} unreadable: {e}"
-    for fname, digest in meta.get("sha256", {}).items():
+    files = checksummed_files(ckpt_dir, meta)
+    if isinstance(files, str):
+        return files
+    i, n = part
+    for fname in sorted(files)[i::n]:
         f = Path(ckpt_dir) / fname
         if not f.is_file():
             return f"{fname} missing"
-        if file_sha256(f) != digest:
+        if file_sha256(f) != files[fname]:
             return f"{fname} checksum mismatch (truncated or corrupt)"
     return None
 
 
-def find_resumable(ckpt_root: Path) -> tuple[Path | None, list[str]]:
-    """The newest verified checkpoint (latest first, then older ones) and warnings about skipped ones."""
+def find_resumable(ckpt_root: Path, part: tuple[int, int] = (0, 1),
+                   agree=None) -> tuple[Path | None, list[str]]:
+    """The newest verified checkpoint (latest first, then older ones) and warnings about skipped ones.
+    Shared by n processes: each passes part=(i, n) and agree, a collective that turns this process's reason
+    (or None) into the first reason any process found (pretrain.checkpoint.find_resumable_parallel)."""
     ckpt_root = Path(ckpt_root)
     if not ckpt_root.is_dir():
         return None, []
@@ -68,7 +89,9 @@ def find_resumable(ckpt_root: Path) -> tuple[Path | None, list[str]]:
         candidates = [latest] + [c for c in candidates if c != latest]
     notes = []
     for cand in candidates:
-        reason = verify(cand) if cand.is_dir() else "directory missing"
+        reason = verify(cand, part) if cand.is_dir() else "directory missing"
+        if agree is not None:
+            reason = agree(reason)
         if reason is None:
             if notes:
                 notes[-1] += f"; resuming from {cand.name}"
@@ -96,12 +119,21 @@ def resolve(path: Path) -> Path:
 
 
 class CheckpointReader:
-    """Whole tensors of one checkpoint, memory-mapped from its files, by global name."""
+    """Whole tensors of one checkpoint by global name: memory-mapped from its files (`full` format), or read
+    one tensor at a time with torch.distributed.checkpoint on this process alone (`dcp` format)."""
 
     def __init__(self, ckpt_dir: Path, meta: dict):
         self.dir, self.meta = Path(ckpt_dir), meta
-        self.index: dict[str, str] = meta["index"]
+        self.format = meta.get("format", "full")
         self._open: dict[str, dict] = {}
+        if self.format == "dcp":
+            from torch.distributed.checkpoint import FileSystemReader
+
+            self._dcp = FileSystemReader(str(self.dir)).read_metadata().state_dict_metadata
+            self._keys = set(self._dcp)
+        else:
+            self.index: dict[str, str] = meta["index"]
+            self._keys = set(self.index)
 
     @classmethod
     def open(cls, path: Path | str, verify_checksums: bool = True) -> "CheckpointReader":
@@ -150,17 +182,31 @@ class CheckpointReader:
 
     # tensors
     def model_keys(self) -> list[str]:
-        return sorted(k for k in self.index if not k.startswith("optim."))
+        return sorted(k for k in self._keys if not k.startswith("optim."))
 
     def optimizer_keys(self) -> list[str]:
-        return sorted(k for k in self.index if k.startswith("optim."))
+        return sorted(k for k in self._keys if k.startswith("optim."))
 
     def __contains__(self, key: str) -> bool:
-        return key in self.index
+        return key in self._keys
+
+    def tensor_info(self, key: str) -> tuple[tuple[int, ...], torch.dtype]:
+        """A tensor's global shape and dtype (a dcp checkpoint answers from its metadata, reading no tensor)."""
+        if self.format == "dcp":
+            return tuple(self._dcp[key].size), self._dcp[key].properties.dtype
+        t = self[key]
+        return tuple(t.shape), t.dtype
 
     def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self.index:
+        if key not in self._keys:
             raise KeyError(f"checkpoint {self.dir} has no tensor {key!r}")
+        if self.format == "dcp":
+            import torch.distributed.checkpoint as dcp
+
+            md = self._dcp[key]
+            out = {key: torch.empty(tuple(md.size), dtype=md.properties.dtype)}
+            dcp.load(out, storage_reader=dcp.FileSystemReader(str(self.dir)), no_dist=True)
+            return out[key]
         fname = self.index[key]
         if fname not in self._open:
             self._open[fname] = torch.load(self.dir / fname, mmap=True, weights_only=True, map_location="cpu")
@@ -185,15 +231,17 @@ def inspect(path: Path) -> str:
     model_keys = reader.model_keys()
     lines.append(f"model tensors ({len(model_keys)}):")
     for k in model_keys:
-        t = reader[k]
-        n += t.numel()
-        lines.append(f"  {k:70s} {str(tuple(t.shape)):>16s} {str(t.dtype).replace('torch.', '')}")
+        shape, dtype = reader.tensor_info(k)
+        n += math.prod(shape)
+        lines.append(f"  {k:70s} {str(shape):>16s} {str(dtype).replace('torch.', '')}")
     lines.append(f"parameters: {n:,}")
     optim_keys = reader.optimizer_keys()
     kinds = sorted({k.split(".")[1] for k in optim_keys})
     lines.append(f"optimizer state: {len(optim_keys)} tensors ({', '.join(kinds)}), "
                  f"step {meta.get('optimizer_step', reader.iteration)}")
     lines.append(f"tokenizer: {reader.tokenizer_model or 'not stored'}")
-    files = meta.get("sha256", {})
-    lines.append(f"files: {len(files)} ({sum((ckpt_dir / f).stat().st_size for f in files) / 2**20:.1f} MiB)")
+    files = checksummed_files(ckpt_dir, meta)
+    files = {} if isinstance(files, str) else files
+    size = sum((ckpt_dir / f).stat().st_size for f in files if (ckpt_dir / f).is_file())
+    lines.append(f"format: {reader.format}   files: {len(files)} ({size / 2**20:.1f} MiB)")
     return "\n".join(lines)

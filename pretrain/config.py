@@ -46,6 +46,11 @@ class RecomputeMethod(StrEnum):
     block = "block"
 
 
+class CheckpointFormat(StrEnum):
+    dcp = "dcp"  # torch.distributed.checkpoint: every rank writes its own shards, in parallel (pretrain.checkpoint)
+    full = "full"  # whole tensors, gathered to one writer per pipeline stage
+
+
 class WandbMode(StrEnum):
     offline = "offline"
     online = "online"
@@ -175,6 +180,8 @@ class RunConfig:
     # model shape, LR schedule); force_resume=true accepts it (the change applies from the resumed step on).
     force_resume: bool = False
     keep_last: Optional[int] = None  # keep only this many newest checkpoints (None: all)
+    checkpoint_format: CheckpointFormat = CheckpointFormat.dcp  # how checkpoints are written (both are read)
+    async_save: Optional[bool] = None  # write checkpoints in the background (dcp only); null: true for dcp
     pg_timeout_s: int = 600  # process-group timeout: a rank stuck longer than this fails the job
 
 
@@ -211,6 +218,13 @@ def train_iters(cfg: PretrainConfig) -> int:
 
 
 
+
+
+def async_save(cfg: PretrainConfig) -> bool:
+    """run.async_save, its null default resolved: asynchronous for the dcp format."""
+    if cfg.run.async_save is None:
+        return cfg.run.checkpoint_format == CheckpointFormat.dcp
+    return bool(cfg.run.async_save)
 
 
 def decay_iters(cfg: PretrainConfig) -> int:
@@ -264,6 +278,10 @@ def validate(cfg: PretrainConfig, world_size: int, check_data: bool = True):
     if cfg.run.keep_last is not None and cfg.run.keep_last < 1:
         fail("run.keep_last", f"must be >= 1 or null, got {cfg.run.keep_last}",
               "keep at least one checkpoint, or set run.keep_last=null to keep all")
+    if cfg.run.async_save and cfg.run.checkpoint_format == CheckpointFormat.full:
+        fail("run.async_save", "asynchronous saving needs run.checkpoint_format=dcp (the full format gathers "
+             "every tensor to one writer per pipeline stage and commits synchronously)",
+             "set run.async_save=false, or run.checkpoint_format=dcp")
     if cfg.run.pg_timeout_s < 1:
         fail("run.pg_timeout_s", f"must be >= 1, got {cfg.run.pg_timeout_s}", "give a timeout in seconds")
     if cfg.logging.wandb.mode not in ("offline", "online", "disabled"):

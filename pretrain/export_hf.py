@@ -165,7 +165,8 @@ def export(checkpoint: Path | str, out: Path | str) -> Path:
 def write_initial_checkpoint(run_dir: Path, state: dict[str, torch.Tensor], m: ModelConfig, vocab_size: int,
                              tokenizer_model: Path | None, source: str) -> Path:
     """Write `state` (global names, full tensors) as RUN_DIR/checkpoints/iter_0000000 in the format
-    pretrain.checkpoint.load reads: one tensors_rank00000.pt holding the weights and zero Adam moments
+    pretrain.checkpoint.load reads (the `full` format, whatever run.checkpoint_format the run then saves in):
+    one tensors_rank00000.pt holding the weights and zero Adam moments
     (optim.exp_avg.<name>, optim.exp_avg_sq.<name>, fp32), meta.json with iteration 0, optimizer_step 0,
     consumed_samples 0, the model shape, the index and sha256 of every file; tokenizer.model beside it; the
     `latest` pointer. Written to a temporary directory and renamed, like the trainer's own checkpoints."""
@@ -191,7 +192,7 @@ def write_initial_checkpoint(run_dir: Path, state: dict[str, torch.Tensor], m: M
     if tokenizer_model is not None:
         shutil.copyfile(tokenizer_model, tmp / TOKENIZER)
         files.append(TOKENIZER)
-    meta = {"iteration": 0, "optimizer_step": 0, "consumed_samples": 0, "tokens": 0,
+    meta = {"format": "full", "iteration": 0, "optimizer_step": 0, "consumed_samples": 0, "tokens": 0,
             "layout": {"tp": 1, "pp": 1, "dp": 1, "vpp": None, "distributed_optimizer": False},
             "model": asdict(m), "vocab_size": vocab_size, "imported_from": source,
             "index": {k: fname for k in tensors}, "sha256": {f: file_sha256(tmp / f) for f in files}}

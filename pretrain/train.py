@@ -108,6 +108,9 @@ class Trainer:
         self._write_run_files()
 
         self.model, self.optimizer = build_model_and_optimizer(cfg, layout, self.vocab, self.bf16, device)
+        from pretrain.checkpoint import Checkpointer
+
+        self.checkpointer = Checkpointer(cfg.run.checkpoint_format, C.async_save(cfg))
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.iteration, self.consumed = self._resume()
         self.datasets = build_datasets(cfg, cfg.data.cache_dir or str(run_dir.path / "data_cache"))
@@ -156,6 +159,7 @@ class Trainer:
                 return self._stop(EXIT_INTERVAL, f"exiting at step {step} (train.exit_interval); run again "
                                                  "to continue")
         self.metrics.close()
+        self._wait_for_checkpoint()
         if self.rank == 0:
             self.run_dir.mark_finished(self.iteration, self.consumed * self.cfg.model.seq_length)
         _print0(f"finished {self.iteration} steps; metrics in {self.run_dir.metrics_path}")
@@ -218,21 +222,28 @@ class Trainer:
         return "\n".join(sp.decode([int(x) for x in valid[i]["tokens"]]) for i in range(n))
 
     def save(self, reason: str):
-        from pretrain import checkpoint
         from pretrain.schedule import schedule_spec
 
         cfg = self.cfg
         if cfg.parallel.overlap_param_gather:  # the next forward would all-gather the updated params: do it now
             for m in self.model:
                 m.start_param_sync(force_sync=True)
-        path = checkpoint.save(
+        path = self.checkpointer.save(
             self.run_dir.checkpoints, self.iteration, self.model, self.optimizer,
             {"consumed_samples": self.consumed, "tokens": self.consumed * cfg.model.seq_length,
              "layout": self.layout.as_dict(), "model": asdict(cfg.model), "vocab_size": self.vocab,
              "past": _past(cfg), "schedule": schedule_spec(cfg)},
             save_main=self.bf16, tokenizer_model=cfg.data.tokenizer_model, keep_last=cfg.run.keep_last)
-        _print0(f"saved checkpoint {path} ({reason})")
+        if cfg.train.eval_tasks:  # they read the checkpoint: it must be committed
+            self.checkpointer.wait()
+        _print0(f"{'saving' if self.checkpointer.in_flight else 'saved'} checkpoint {path} ({reason})")
         return path
+
+    def _wait_for_checkpoint(self) -> None:
+        """Before any exit: the save in flight is written by every rank and committed."""
+        path = self.checkpointer.wait()
+        if path is not None:
+            _print0(f"committed checkpoint {path}")
 
     # ------------------------------------------------------------------------------------------------------
     @property
@@ -267,11 +278,11 @@ class Trainer:
 
         if not self.cfg.run.resume:
             return 0, 0
-        found, notes = checkpoint.find_resumable(self.run_dir.checkpoints) if self.rank == 0 else (None, [])
+        # every rank verifies its share of the checksums; all agree on the checkpoint
+        found, notes = checkpoint.find_resumable_parallel(self.run_dir.checkpoints)
         for note in notes:
-            print(f"WARNING: {note}", flush=True)
+            _print0(f"WARNING: {note}")
         obj = [str(found) if found else None]
-        torch.distributed.broadcast_object_list(obj, src=0)
         if not obj[0]:
             return 0, 0
         meta = checkpoint.read_meta(obj[0])
@@ -354,6 +365,7 @@ class Trainer:
         return int(flag.item())
 
     def _stop(self, code: int, message: str) -> tuple[int, str]:
+        self._wait_for_checkpoint()
         self.metrics.close()
         _print0(f"{message}; exit {code}")
         return code, message
@@ -361,7 +373,8 @@ class Trainer:
     def _diverged_message(self) -> str:
         from pretrain import checkpoint
 
-        last, _ = checkpoint.find_resumable(self.run_dir.checkpoints) if self.rank == 0 else (None, [])
+        self._wait_for_checkpoint()
+        last, _ = checkpoint.find_resumable_parallel(self.run_dir.checkpoints)
         first = self.iteration - self.nonfinite_in_a_row + 1
         msg = (f"stopped: {self.nonfinite_in_a_row} steps in a row ({first}-{self.iteration}) had a non-finite "
                f"loss or grad norm (train.max_nonfinite_in_a_row); none reached the weights. Last good checkpoint: "

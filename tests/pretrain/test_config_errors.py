@@ -28,6 +28,9 @@ def cfg_with(tiny_shards, *overrides):
     (["model.vocab_size=256"], 1, "model.vocab_size", "more than the embedding"),
     (["parallel.sequence_parallel=true"], 1, "parallel.sequence_parallel", "needs tensor parallelism"),
     (["optim.decay=exp"], 1, "optim.decay", "expected one of [cosine, wsd, linear, constant]"),
+    (["run.checkpoint_format=full", "run.async_save=true"], 1, "run.async_save",
+     "needs run.checkpoint_format=dcp"),
+    (["run.checkpoint_format=zip"], 1, "run.checkpoint_format", "expected one of [dcp, full]"),
 ])
 def test_invalid_config_names_key_and_fix(tiny_shards, overrides, world, key, words):
     with pytest.raises(ConfigError) as err:
