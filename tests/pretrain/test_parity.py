@@ -10,8 +10,12 @@ from pretrain.metrics import read_metrics
 from tests.conftest import run_trainer
 
 STEPS = 20
+# lr 1e-3, not the tiny preset's 3e-3: at 3e-3 this 20-step run on botchan has a loss bump (steps 9-12) that
+# amplifies the layouts' fp32 reduction-order differences (1e-8 at steps 1-11) past 1e-4 within three steps;
+# at 1e-3 the worst step agrees to 8e-8 and the loss still falls by ~1 (measured). Parity is about numerics.
 COMMON = ["model=tiny", f"train.iters={STEPS}", "train.global_batch_size=16", "train.micro_batch_size=2",
-          "train.eval_iters=0", "train.save_interval=1000", "optim.warmup_iters=5", "logging.wandb.mode=disabled"]
+          "train.eval_iters=0", "train.save_interval=1000", "optim.warmup_iters=5", "optim.lr=1e-3",
+          "logging.wandb.mode=disabled"]
 
 LAYOUTS = {  # name: (nproc, overrides)
     "tp1pp1dp1": (1, []),
