@@ -97,3 +97,21 @@ def test_target_is_trained_with_the_ladders_recipe(tiny_shards, tmp_path, monkey
     assert _predict(root, tmp_path, "predict.num_layers=1", "predict.hidden_size=32", "predict.tokens=2560") == 0
     assert "training the target" not in capsys.readouterr().out
     assert np.isfinite(json.loads((tmp_path / "predict" / "prediction.json").read_text())["measured"]["loss"])
+
+
+def test_predicted_loss_survives_a_wild_bootstrap_replicate():
+    """A poorly constrained ladder gives replicates like alpha = 80 (the quickstart met one): n**alpha
+    overflows a Python float; the prediction must still come out, from the finite replicates."""
+    import numpy as np
+
+    from tools.scaling.fit import GroupFit
+    from tools.scaling.parametric import ParametricLaw
+    from tools.scaling.predict import predicted_loss
+
+    law = ParametricLaw(E=2.0, A=400.0, B=400.0, alpha=0.34, beta=0.28)
+    samples = {"E": [2.0, 2.1, 1.9], "A": [400.0, 8.6e17, 300.0], "B": [400.0, 1e3, 500.0],
+               "alpha": [0.34, 80.0, 0.3], "beta": [0.28, -900.0, 0.3]}
+    g = GroupFit(points=None, n=np.array([1e5]), k=6.0, target=0.0, law=law, law_samples=samples)
+    out = predicted_loss(g, 1e6, 1e8, 0.9)
+    assert out["value"] == float(law.loss(1e6, 1e8))
+    assert out["n_boot"] == 2 and np.isfinite([out["lo"], out["hi"]]).all()  # the wild one (beta -900) dropped

@@ -80,9 +80,14 @@ def choose_target(cfg: ScalingConfig, g: GroupFit, fam: FamilyConfig, p: PlanCon
 def predicted_loss(g: GroupFit, n: float, d: float, level: float) -> dict:
     """L(n, d) from the fitted law, with the percentile interval over the bootstrap replicates."""
     s = g.law_samples
-    reps = [e + a / n**al + b / d**be for e, a, b, al, be in
-            zip(s.get("E", []), s.get("A", []), s.get("B", []), s.get("alpha", []), s.get("beta", []))]
-    return summarize(float(g.law.loss(n, d)), reps, level)
+    k = min(len(s.get(name, [])) for name in ("E", "A", "B", "alpha", "beta")) if s else 0
+    e, a, b, al, be = (np.asarray(s[name][:k], float) if k else np.empty(0)
+                       for name in ("E", "A", "B", "alpha", "beta"))
+    # numpy, not float **: a wild replicate (alpha = 80 on a poorly constrained ladder) overflows n**alpha,
+    # which Python floats raise on; here it becomes inf / 0 and summarize drops non-finite values
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        reps = e + a / np.power(float(n), al) + b / np.power(float(d), be)
+    return summarize(float(g.law.loss(n, d)), reps.tolist(), level)
 
 
 def train_target(cfg: ScalingConfig, target: dict, fam: FamilyConfig, p: PlanConfig, vocab: int,
