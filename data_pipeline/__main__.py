@@ -6,6 +6,7 @@
         executor=local executor.tasks=4 output.dir=DEDUPED      # exact + URL + MinHash dedup
     python -m data_pipeline stage=score score.model=PREFIX.model input.paths=[OUT/documents] input.format=jsonl \\
         output.dir=SCORED                                       # metadata.quality_score on every document
+    python -m data_pipeline pipeline=full output.dir=OUT       # every stage, crawl to token shards + data card
     python -m data_pipeline report OUT                           # the manifest as a table
     python -m data_pipeline finalize OUT                         # (re)write manifest.json once all tasks are done
 """
@@ -30,6 +31,11 @@ def _hydra_main() -> None:
             from data_pipeline.executors import run_stage
 
             cfg = to_stage_config(hcfg)
+            if cfg.pipeline.kind == "full":
+                from data_pipeline.full import run_full
+
+                run_full(cfg)
+                return
             run_stage(cfg)
         except ConfigError as exc:  # found once the input or a half-done stage is seen: still exit 2, no work done
             print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -52,6 +58,18 @@ def _mpi_rank() -> int:
 
 def main() -> None:
     args = sys.argv[1:]
+    if args and args[0] == "advance":  # a pipeline=full launcher job on Slurm (data_pipeline/full.py)
+        if len(args) != 3:
+            raise SystemExit("usage: python -m data_pipeline advance OUTPUT_DIR STEP")
+        from data_pipeline.config import ConfigError
+        from data_pipeline.full import advance_main
+
+        try:
+            advance_main(args[1], int(args[2]))
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        return
     if args and args[0] in ("report", "finalize"):
         if len(args) != 2:
             raise SystemExit(f"usage: python -m data_pipeline {args[0]} OUTPUT_DIR")

@@ -7,6 +7,7 @@ Hydra composes conf/data_pipeline/config.yaml over StageConfig (registered in Hy
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Optional
@@ -32,6 +33,7 @@ class InputFormat(StrEnum):
     jsonl = "jsonl"
     parquet = "parquet"
     hf = "hf"  # a local Hugging Face dataset folder
+    mediawiki = "mediawiki"  # MediaWiki XML dumps (.xml, .xml.bz2, .xml.gz): one document per article
 
 
 class ExecutorKind(StrEnum):
@@ -172,6 +174,63 @@ class ScoreConfig:
     key: str = "quality_score"  # the metadata field (dedup.quality_key reads the same name by default)
 
 
+class PipelineKind(StrEnum):
+    stage = "stage"  # one stage: stage=filter|dedup|score|mix|tokenize
+    full = "full"  # every stage, crawl to token shards and a data card (data_pipeline/full.py)
+
+
+class Quality(StrEnum):
+    reference = "reference"  # the quality classifier's positives (Wikipedia, books, WebText-like pages)
+    crawl = "crawl"  # its negatives (raw crawl)
+    none = "none"
+
+
+@dataclass
+class SourceInput:
+    """Files of one format: folders, files or sample names (`python -m data_pipeline.samples list`)."""
+
+    paths: list[str] = field(default_factory=list)
+    format: InputFormat = InputFormat.jsonl
+    glob: Optional[str] = None
+    text_key: str = "text"
+
+
+@dataclass
+class PipelineSource:
+    """One source of pipeline=full: its inputs (each filtered apart), then dedup over all of them."""
+
+    inputs: list[SourceInput] = field(default_factory=list)
+    filters: str = "none"  # a preset of conf/data_pipeline/filters/ (fineweb, c4, gopher, webtext, none)
+    dedup: bool = True
+    quality: Quality = Quality.none  # which side of the quality classifier its documents train
+
+
+@dataclass
+class PipelineTokenizer:
+    model: Optional[str] = None  # an existing sentencepiece .model to use; None: train a BPE on the sources
+    vocab_size: int = 32000
+    sample_bytes: int = 1_000_000_000  # UTF-8 bytes sampled, split between the sources by their mix shares
+    seed: int = 1234
+    num_threads: int = 8
+
+
+@dataclass
+class PipelineClassifier:
+    model: Optional[str] = None  # an existing PREFIX.model; None: train one when a mix source has select=pareto
+    chunk_words: int = 0  # > 0: reference documents cut into passages of this many words for training
+
+
+@dataclass
+class PipelineConfig:
+    """pipeline=full (conf/data_pipeline/pipeline/full.yaml): per source extract + filter, dedup, then the
+    classifier, score, BPE, mix and tokenize over all sources; the mixture's shares are mix.sources.<name>."""
+
+    kind: PipelineKind = PipelineKind.stage
+    sources: dict[str, PipelineSource] = field(default_factory=dict)
+    tokenizer: PipelineTokenizer = field(default_factory=PipelineTokenizer)
+    classifier: PipelineClassifier = field(default_factory=PipelineClassifier)
+
+
 @dataclass
 class StageConfig:
     stage: Stage = Stage.filter
@@ -184,7 +243,64 @@ class StageConfig:
     tokenize: TokenizeConfig = field(default_factory=TokenizeConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     progress: bool = True  # tqdm documents/s per task
+
+    def _validate_full(self) -> None:
+        from data_pipeline.samples import REGISTRY
+
+        p, m = self.pipeline, self.mix
+        if not self.output.dir:
+            fail("output.dir", "not set", "pass output.dir=DIR (the pipeline's directory: every stage goes below it)")
+        if not p.sources:
+            fail("pipeline.sources", "no sources", "use pipeline=full or a pipeline preset of your own")
+        if set(p.sources) != set(m.sources):
+            fail("mix.sources", f"the mixture's sources ({', '.join(sorted(m.sources)) or 'none'}) are not the "
+                 f"pipeline's ({', '.join(sorted(p.sources))})",
+                 "give every pipeline source a share (mix.sources.<name>.share) and no others: a mix preset with the "
+                 "same source names")
+        presets = sorted(f.stem for f in (CONF_DIR / "filters").glob("*.yaml"))
+        for name, src in p.sources.items():
+            key = f"pipeline.sources.{name}"
+            if not src.inputs:
+                fail(f"{key}.inputs", "empty", f"pass {key}.inputs=[{{paths: [DIR], format: warc}}]")
+            for i, inp in enumerate(src.inputs):
+                if not inp.paths:
+                    fail(f"{key}.inputs[{i}].paths", "empty", "list folders, files or sample names")
+                if inp.format not in tuple(InputFormat):
+                    fail(f"{key}.inputs[{i}].format", f"unknown value {inp.format!r}",
+                         f"use one of {', '.join(InputFormat)}")
+                for path in inp.paths:
+                    if path.split("/")[0] not in REGISTRY and "://" not in path and not os.path.exists(path):
+                        fail(f"{key}.inputs[{i}].paths", f"{path} does not exist",
+                             f"give an existing folder or file, or a sample name ({', '.join(sorted(REGISTRY))})")
+            if src.filters not in presets:
+                fail(f"{key}.filters", f"no preset {src.filters!r}", f"use one of {', '.join(presets)}")
+            if src.quality not in tuple(Quality):
+                fail(f"{key}.quality", f"unknown value {src.quality!r}", f"use one of {', '.join(Quality)}")
+        if any(s.select == "pareto" for s in m.sources.values()) and not p.classifier.model:
+            sides = {s.quality for s in p.sources.values()}
+            if not {"reference", "crawl"} <= sides:
+                fail("pipeline.sources", "a mix source has select=pareto, so a quality classifier is trained, but no "
+                     "source is its " + ("reference" if "reference" not in sides else "crawl") + " side",
+                     "set pipeline.sources.<name>.quality=reference on a reference source and =crawl on a crawl one, "
+                     "or pass pipeline.classifier.model=PREFIX.model")
+        for key, path in (("pipeline.tokenizer.model", p.tokenizer.model), ("pipeline.classifier.model",
+                                                                             p.classifier.model)):
+            if path and not os.path.isfile(path):
+                fail(key, f"{path} is not a file", "pass an existing file, or leave it unset to train one")
+        if not p.tokenizer.model and p.tokenizer.vocab_size < 300:
+            fail("pipeline.tokenizer.vocab_size", f"{p.tokenizer.vocab_size}", "use 300 or more (byte fallback alone "
+                 "takes 260 ids)")
+        if not p.tokenizer.model and p.tokenizer.sample_bytes < 0:
+            fail("pipeline.tokenizer.sample_bytes", f"{p.tokenizer.sample_bytes}", "use 0 (everything) or more")
+        if m.tokenizer or self.tokenize.tokenizer:
+            fail("mix.tokenizer", "pipeline=full sets mix.tokenizer and tokenize.tokenizer itself",
+                 "drop them; pass pipeline.tokenizer.model=PATH to use an existing tokenizer")
+        if not m.total_tokens >= 1:
+            fail("mix.total_tokens", f"{m.total_tokens}", "set the training tokens the mixture holds, e.g. 3e11")
+        if self.executor.kind == "slurm" and not self.executor.partition:
+            fail("executor.partition", "executor=slurm needs a partition", "pass executor.partition=NAME (see `sinfo`)")
 
     def _validate_mix(self) -> None:
         m = self.mix
@@ -222,6 +338,11 @@ class StageConfig:
                                     ("dedup.scope", self.dedup.scope, Scope), ("dedup.keep", self.dedup.keep, Keep)]:
             if value not in tuple(choices):
                 fail(key, f"unknown value {value!r}", f"use one of {', '.join(choices)}")
+        if self.pipeline.kind not in tuple(PipelineKind):
+            fail("pipeline.kind", f"unknown value {self.pipeline.kind!r}", f"use one of {', '.join(PipelineKind)}")
+        if self.pipeline.kind == "full":
+            self._validate_full()
+            return self
         if self.stage == "mix":
             self._validate_mix()
         if not self.input.paths:
@@ -260,6 +381,16 @@ class StageConfig:
                 fail(f"filters[{i}]", f"{spec!r} is not a mapping with a 'kind' key",
                      "write each filter as {kind: NAME, ...} (see conf/data_pipeline/filters/)")
         return self
+
+
+def load_filters(preset: str) -> list[dict[str, Any]]:
+    """The filter list of a preset of conf/data_pipeline/filters/ (what `filters=<preset>` composes)."""
+    from omegaconf import OmegaConf
+
+    path = CONF_DIR / "filters" / f"{preset}.yaml"
+    if not path.is_file():
+        fail("filters", f"no preset {preset!r}", "use one of " + ", ".join(sorted(f.stem for f in path.parent.glob("*.yaml"))))
+    return OmegaConf.to_container(OmegaConf.load(path))["filters"]
 
 
 def register_configs() -> None:

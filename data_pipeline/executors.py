@@ -123,8 +123,9 @@ def wait_for_slurm_job(job_id: str, array_job_id: str, poll_s: float = 2.0) -> N
         time.sleep(poll_s)
 
 
-def run_stage(cfg: StageConfig) -> None:
-    """Check the config against a half-done stage, then run the stage's pipelines in order on the executor."""
+def run_stage(cfg: StageConfig) -> str | None:
+    """Check the config against a half-done stage, then run the stage's pipelines in order on the executor.
+    Returns the Slurm manifest job's id when it submitted one and did not wait for it."""
     from data_pipeline.stages import get_stage
     from data_pipeline.stages.base import check_or_record_state, logs_dir, redo_broken_tasks
     from data_pipeline.stages.inputs import input_listing
@@ -152,10 +153,10 @@ def run_stage(cfg: StageConfig) -> None:
         pipelines = get_stage(cfg.stage).pipelines(cfg)
         check_or_record_state(cfg, pipelines, input_listing(cfg))
         redo_broken_tasks(cfg, pipelines)
-    run_pipelines(cfg, pipelines, [logs_dir(cfg, p) for p in pipelines])
+    return run_pipelines(cfg, pipelines, [logs_dir(cfg, p) for p in pipelines])
 
 
-def run_pipelines(cfg: StageConfig, pipelines: list, logging_dirs: list[str]) -> None:
+def run_pipelines(cfg: StageConfig, pipelines: list, logging_dirs: list[str]) -> str | None:
     """Run the pipelines one after the other (each waits for every task of the one before), then the manifest."""
     ex = cfg.executor
     if ex.kind == "local":
@@ -195,8 +196,10 @@ def run_pipelines(cfg: StageConfig, pipelines: list, logging_dirs: list[str]) ->
                                f"memory) against `sinfo -o '%P %l %m %c'`") from None
         if executor.job_id in (None, -1):  # every task already done: just (re)write the manifest
             write_manifest(cfg.output.dir)
-            return
+            return None
         print(f"submitted job array {executor.job_id} and manifest job {executor.manifest_job_id}", flush=True)
-        if ex.wait:
-            wait_for_slurm_job(executor.manifest_job_id, executor.job_id)
-            write_manifest(cfg.output.dir)  # raises with a clear message if tasks failed
+        if not ex.wait:
+            return executor.manifest_job_id
+        wait_for_slurm_job(executor.manifest_job_id, executor.job_id)
+        write_manifest(cfg.output.dir)  # raises with a clear message if tasks failed
+    return None

@@ -25,24 +25,33 @@ def iter_wikipedia_pages(path: str | Path, namespaces: tuple[int, ...] = (0,)) -
     path = Path(path)
     opener = {".bz2": bz2.open, ".gz": gzip.open}.get(path.suffix, open)
     with opener(path, "rb") as stream:
-        for _event, elem in ET.iterparse(stream, events=("end",)):
-            if _local(elem.tag) != "page":
-                continue
-            fields = {_local(child.tag): child for child in elem}
-            ns = int(fields["ns"].text) if "ns" in fields else 0
-            revision = fields.get("revision")
-            text_elem = None
-            if revision is not None:
-                text_elem = next((c for c in revision if _local(c.tag) == "text"), None)
-            wikitext = (text_elem.text or "") if text_elem is not None else ""
-            is_redirect = "redirect" in fields or wikitext.lstrip()[:9].upper() == "#REDIRECT"
-            if ns in namespaces and not is_redirect:
-                yield {
-                    "id": fields["id"].text,
-                    "title": fields["title"].text,
-                    "text": wikitext_to_text(wikitext),
-                }
-            elem.clear()
+        for page, skip in iter_pages(stream, namespaces):
+            if skip is None:
+                yield page
+
+
+def iter_pages(stream, namespaces: tuple[int, ...] = (0,)) -> Iterator[tuple[dict, str | None]]:
+    """Every ``<page>`` of a binary XML stream as ({"id", "title", "text", "xml_bytes"}, skip reason): None
+    for an article, "redirect" or "namespace" otherwise (their text is left empty)."""
+    start = 0
+    for _event, elem in ET.iterparse(stream, events=("end",)):
+        if _local(elem.tag) != "page":
+            continue
+        fields = {_local(child.tag): child for child in elem}
+        ns = int(fields["ns"].text) if "ns" in fields and (fields["ns"].text or "").strip() else 0
+        revision = fields.get("revision")
+        text_elem = None
+        if revision is not None:
+            text_elem = next((c for c in revision if _local(c.tag) == "text"), None)
+        wikitext = (text_elem.text or "") if text_elem is not None else ""
+        is_redirect = "redirect" in fields or wikitext.lstrip()[:9].upper() == "#REDIRECT"
+        skip = "redirect" if is_redirect else None if ns in namespaces else "namespace"
+        page = {"id": fields["id"].text if "id" in fields else None,
+                "title": fields["title"].text if "title" in fields else None,
+                "text": wikitext_to_text(wikitext) if skip is None else "",
+                "xml_bytes": len(wikitext.encode("utf-8"))}
+        yield page, skip
+        elem.clear()
 
 
 def _local(tag: str) -> str:

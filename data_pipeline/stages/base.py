@@ -291,10 +291,14 @@ def code_versions() -> dict:
 
 
 def fingerprint(cfg: StageConfig, listing: list, stage_inputs: dict | None = None) -> str:
-    """What must not change while a stage is half done: config (but how it is executed), the input file
-    listing (names and sizes), the code versions and the stage's other input files by content (a model)."""
-    data = {k: v for k, v in asdict(cfg).items() if k not in ("executor", "progress")}
-    data["dedup"].pop("max_rounds", None)  # raising it lets a stage that did not converge go on
+    """What must not change while a stage is half done: config (but how it is executed, and other stages'
+    sections), the input file listing (names and sizes), the code versions and the stage's other input files by content (a model)."""
+    # the other stages' sections do not reach this stage's outputs: pipeline=full can change the mixture and
+    # still resume its finished filter stages
+    others = {"dedup", "score", "mix", "tokenize"} - {str(cfg.stage)}
+    data = {k: v for k, v in asdict(cfg).items() if k not in ("executor", "progress", "pipeline", *others)}
+    if "dedup" in data:
+        data["dedup"].pop("max_rounds", None)  # raising it lets a stage that did not converge go on
     data["tasks"] = cfg.executor.tasks
     data["listing"] = listing
     data["code"] = code_versions()

@@ -12,6 +12,7 @@ from data_pipeline.config import ConfigError, StageConfig
 from data_pipeline.sources.hf_local import LocalHFDatasetSource
 from data_pipeline.sources.files import PageFilesSource
 from data_pipeline.sources.jsonl import JsonlSource
+from data_pipeline.sources.mediawiki import MediaWikiSource
 from data_pipeline.sources.parquet import ParquetSource
 from data_pipeline.sources.warc import WarcSource
 
@@ -51,6 +52,8 @@ def build_readers(cfg: StageConfig, positions: bool = False) -> list:
                 reader = WarcSource(folder, kind=inp.format, max_record_bytes=inp.max_record_bytes, **common)
             elif inp.format == "pages":
                 reader = PageFilesSource(folder, max_record_bytes=inp.max_record_bytes, **common)
+            elif inp.format == "mediawiki":
+                reader = MediaWikiSource(folder, **common)
             elif inp.format == "jsonl":
                 reader = JsonlSource(folder, text_key=inp.text_key, id_key=inp.id_key, **common)
             else:
