@@ -212,6 +212,7 @@ class PipelineTokenizer:
     sample_bytes: int = 1_000_000_000  # UTF-8 bytes sampled, split between the sources by their mix shares
     seed: int = 1234
     num_threads: int = 8
+    character_coverage: float = 0.9995  # the rarest characters left to byte fallback (each needs a vocab id)
 
 
 @dataclass

@@ -209,7 +209,8 @@ class Plan:
             sample[name] = {"documents": len(docs), "of_documents": stats.documents,
                             "bytes": sum(len(d.encode("utf-8")) for d in docs), "budget_bytes": budget[name]}
             texts.extend(docs)
-        config = TokenizerTrainConfig(vocab_size=t.vocab_size, sample_bytes=0, seed=t.seed, num_threads=t.num_threads)
+        config = TokenizerTrainConfig(vocab_size=t.vocab_size, sample_bytes=0, seed=t.seed, num_threads=t.num_threads,
+                                      character_coverage=t.character_coverage)
         train_tokenizer(texts, t.vocab_size, prefix, config, files=False)
         with open(f"{folder}/sample.json", "w") as f:
             json.dump(sample, f, indent=2)
@@ -243,10 +244,11 @@ def _work_done(folder: str, state: dict, outputs: list[str]) -> bool:
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        if old["digest"] != digest:
+        if old["digest"] != digest and old.get("done"):
             raise ConfigError(f"{folder} was made from other settings or inputs ({path} has what it was made "
                               f"from). Delete {folder} to make it again, or use a new output.dir.")
-        if old.get("done") and all(os.path.exists(o) for o in outputs):
+        if old["digest"] == digest and old.get("done") and all(os.path.exists(o) for o in outputs):
+            print(f"[full] {folder}: done ({path})", flush=True)
             return True
     os.makedirs(folder, exist_ok=True)
     with open(path + ".tmp", "w") as f:
@@ -314,19 +316,29 @@ def run_full(cfg: StageConfig) -> None:
 
 def run_step(step: Step) -> str | None:
     from data_pipeline.executors import run_stage
+    from data_pipeline.stages.base import finished_with
 
-    print(f"[full] {step.name} -> {step.dir}", flush=True)
     if step.work is not None:
+        print(f"[full] {step.name} -> {step.dir}", flush=True)
         step.work()
         return None
-    return run_stage(step.stage())
+    sub = step.stage()
+    if finished_with(sub):
+        print(f"[full] {step.name}: done ({step.dir}/manifest.json)", flush=True)
+        return None
+    print(f"[full] {step.name} -> {step.dir}", flush=True)
+    return run_stage(sub)
 
 
 def _run_step_mpi(step: Step, comm) -> None:
     from data_pipeline.executors import run_stage
 
     if step.stage is not None:
-        run_stage(step.stage())
+        from data_pipeline.stages.base import finished_with
+
+        sub = step.stage()
+        if not finished_with(sub):  # every rank sees the same files
+            run_stage(sub)
         return
     error = None
     if comm.Get_rank() == 0:

@@ -290,7 +290,7 @@ def code_versions() -> dict:
     return versions
 
 
-def fingerprint(cfg: StageConfig, listing: list, stage_inputs: dict | None = None) -> str:
+def fingerprint(cfg: StageConfig, listing: list, stage_inputs: dict | None = None, code: bool = True) -> str:
     """What must not change while a stage is half done: config (but how it is executed, and other stages'
     sections), the input file listing (names and sizes), the code versions and the stage's other input files by content (a model)."""
     # the other stages' sections do not reach this stage's outputs: pipeline=full can change the mixture and
@@ -301,7 +301,8 @@ def fingerprint(cfg: StageConfig, listing: list, stage_inputs: dict | None = Non
         data["dedup"].pop("max_rounds", None)  # raising it lets a stage that did not converge go on
     data["tasks"] = cfg.executor.tasks
     data["listing"] = listing
-    data["code"] = code_versions()
+    if code:
+        data["code"] = code_versions()
     if stage_inputs:
         data["stage_inputs"] = stage_inputs
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -314,6 +315,7 @@ def check_or_record_state(cfg: StageConfig, pipelines: list[Pipeline], listing: 
     logs = get_datafolder(logs_dir(cfg))
     stage_inputs = get_stage(cfg.stage).fingerprint_inputs(cfg)
     state = {"stage": cfg.stage, "tasks": cfg.executor.tasks, "fingerprint": fingerprint(cfg, listing, stage_inputs),
+             "fingerprint_without_code": fingerprint(cfg, listing, stage_inputs, code=False),
              "stage_inputs": stage_inputs,
              "pipelines": [{"name": p.name, "tasks": p.tasks, "logs": p.logs, "books": p.books,
                             "optional": p.skip is not None, "roles": [r.to_json() for r in p.roles]}
@@ -349,3 +351,19 @@ def check_or_record_state(cfg: StageConfig, pipelines: list[Pipeline], listing: 
         json.dump(state | {"config": asdict(cfg), "listing": listing}, f, indent=2, default=str)
     logs.mv(tmp, STATE_FILE)
     return state
+
+
+def finished_with(cfg: StageConfig) -> bool:
+    """Is ``cfg.output.dir`` a finished stage (manifest written) of this config and input, whatever code made it?
+    pipeline=full reuses such a stage rather than refusing it after an upgrade."""
+    from data_pipeline.stages import get_stage
+    from data_pipeline.stages.inputs import input_listing
+
+    out = cfg.output.dir.rstrip("/")
+    if not (os.path.exists(f"{out}/manifest.json") and os.path.exists(f"{out}/logs/{STATE_FILE}")):
+        return False
+    with open(f"{out}/logs/{STATE_FILE}") as f:
+        old = json.load(f)
+    stage_inputs = get_stage(cfg.stage).fingerprint_inputs(cfg)
+    return old.get("tasks") == cfg.executor.tasks and old.get("fingerprint_without_code") == fingerprint(
+        cfg, input_listing(cfg), stage_inputs, code=False)
