@@ -50,3 +50,28 @@ def test_dedup_as_chained_slurm_job_arrays_matches_local_run(local_slurm, tmp_pa
     assert m["dedup"]["cluster_rounds_run"] == manifest(tmp_path / "local")["dedup"]["cluster_rounds_run"]
     # every round was submitted: 3 rounds x 2 tasks ran under Slurm, those after convergence as no-ops
     assert all(len(list((out / "logs" / "clusters" / f"r{r:02d}" / "completions").iterdir())) == 2 for r in range(3))
+
+
+def test_full_pipeline_as_a_chain_of_slurm_jobs_matches_local_run(local_slurm, pywb_warcs, chardet_pages, tmp_path):
+    """pipeline=full on Slurm: each step after the first runs in a launcher job chained afterok on the job arrays
+    before it; the same token shards and mixture as the local run."""
+    from test_full import SETTINGS
+
+    settings = [*SETTINGS, "pipeline.sources.wikipedia.dedup=false", "pipeline.sources.books.dedup=false",
+                "dedup.max_rounds=3"]
+    cli(*settings, f"output.dir={tmp_path / 'local'}", timeout=900)
+    out = tmp_path / "slurm"
+    proc = cli(*settings, "executor=slurm", f"executor.partition={local_slurm.cluster.spec.partition}",
+               "executor.mem_per_cpu_gb=0", "executor.time=00:10:00", f"output.dir={out}", timeout=900)
+    assert "submitted launcher job" in proc.stdout and "[full] done:" in proc.stdout
+    jobs = [json.loads(line) for line in (out / "logs/full/jobs.jsonl").read_text().splitlines()]
+    assert [j["name"] for j in jobs][-1] == "card" and all(j["after"] for j in jobs)
+
+    def shards(d):
+        return {str(p.relative_to(d)): p.read_bytes() for p in sorted((d / "tokens").rglob("*_text_document.*"))
+                if p.suffix in (".bin", ".idx")}  # (the .json names its own path)
+
+    assert shards(out) and shards(out) == shards(tmp_path / "local")
+    assert manifest(out / "mix")["mix"] == manifest(tmp_path / "local" / "mix")["mix"]
+    card = json.loads((out / "data_card.json").read_text())
+    assert card["sources"]["crawl"]["read"] == 847
