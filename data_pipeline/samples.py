@@ -410,7 +410,7 @@ def _archive_files(spec: SampleSpec, archive: Path):
 
 
 def _deb_data_tar(deb: Path) -> tarfile.TarFile:
-    """The file-system tar of a .deb: an ar archive whose member data.tar[.xz|.gz|.bz2|.zst] we open as a stream."""
+    """The file-system tar of a .deb: an ar archive whose member data.tar.xz (or .gz, .zst) we open as a stream."""
     bad = f"{deb} is not a readable Debian package ({{}}); delete it and fetch again"
     with open(deb, "rb") as f:
         if f.read(8) != b"!<arch>\n":

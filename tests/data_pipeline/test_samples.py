@@ -247,3 +247,46 @@ def test_a_wrong_deb_placed_in_the_cache_is_refused(tmp_path):
     with pytest.raises(SampleError, match="not the pinned build: delete it"):
         fetch([DEB], cache_dir=tmp_path)
     assert not (tmp_path / DEB).exists()
+
+
+def _ar(members: list[tuple[str, bytes]]) -> bytes:
+    out = b"!<arch>\n"
+    for name, data in members:
+        out += f"{name + '/':16s}{0:<12d}{0:<6d}{0:<6d}{100644:<8d}{len(data):<10d}`\n".encode() + data
+        out += b"\n" if len(data) % 2 else b""
+    return out
+
+
+@pytest.mark.parametrize("compression", ["xz", "gz", "zst"])
+def test_deb_unpacked_without_dpkg(tmp_path, compression):
+    """A .deb is an ar archive (odd-sized members padded); its data.tar.<compression> holds ./usr/..."""
+    import io
+    import tarfile
+
+    import zstandard
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in [("./usr/share/doc/x/html/a.html", b"<p>a</p>"), ("./usr/share/doc/x/html/s/b.html", b"b"),
+                           ("./usr/share/doc/x/html/style.css", b"p{}"), ("./usr/share/doc/x/other.html", b"o")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    raw = buf.getvalue()
+    if compression == "zst":
+        payload = zstandard.ZstdCompressor().compress(raw)
+    else:
+        tar_buf = io.BytesIO()
+        with tarfile.open(fileobj=tar_buf, mode=f"w:{compression}") as tar, tarfile.open(fileobj=io.BytesIO(raw)) as src:
+            for info in src:
+                tar.addfile(info, src.extractfile(info))
+        payload = tar_buf.getvalue()
+    deb = tmp_path / "x_1_all.deb"
+    deb.write_bytes(_ar([("debian-binary", b"2.0\n"), ("control.tar.xz", b"odd"), (f"data.tar.{compression}", payload)]))
+    spec = samples.SampleSpec("x", "1", deb.name, "", "usr/share/doc/x/html/", "", suffixes=(".html",))
+    out = samples._extract(spec, deb, tmp_path / "out")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["a.html", "s/b.html"]
+    assert (out / "a.html").read_bytes() == b"<p>a</p>"
+    deb.write_bytes(b"PK\x03\x04 not an ar archive")
+    with pytest.raises(SampleError, match="not a readable Debian package .*no ar archive header.*delete it"):
+        samples._extract(spec, deb, tmp_path / "out2")
