@@ -327,7 +327,13 @@ def run_step(step: Step) -> str | None:
         print(f"[full] {step.name}: done ({step.dir}/manifest.json)", flush=True)
         return None
     print(f"[full] {step.name} -> {step.dir}", flush=True)
-    return run_stage(sub)
+    try:
+        return run_stage(sub)
+    except ConfigError as exc:
+        if "holds a stage started with" not in str(exc):
+            raise
+        raise ConfigError(f"{exc} With pipeline=full: delete {step.dir} to redo the {step.name} step with these "
+                          "settings; the finished steps before it are kept.") from None
 
 
 def _run_step_mpi(step: Step, comm) -> None:

