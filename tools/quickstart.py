@@ -98,6 +98,10 @@ def summarize(run_dir: Path) -> None:
           f"{last['step']} ({last['tokens']:,} tokens)")
     if vals:
         print("[quickstart] validation loss: " + ", ".join(f"{r['step']}: {r['val_loss']:.3f}" for r in vals))
+        per_source = {k.split("/", 1)[1]: v for k, v in vals[-1].items() if k.startswith("val_loss/")}
+        if per_source:
+            print("[quickstart] validation loss per source at step " + f"{vals[-1]['step']}: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in sorted(per_source.items())))
     print(f"[quickstart] run directory: {run_dir} (metrics.jsonl, checkpoints/, wandb/)")
 
 
