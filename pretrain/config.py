@@ -237,7 +237,8 @@ def validate(cfg: PretrainConfig, world_size: int, check_data: bool = True):
     Returns the run's parallel Layout."""
     from pretrain.layout import Layout
 
-    apply_blend(cfg)
+    if check_data or os.path.exists(cfg.data.blend or ""):  # a blend is data: read it when data is checked
+        apply_blend(cfg)
     m, p, t, o = cfg.model, cfg.parallel, cfg.train, cfg.optim
     for key, value in [("model.num_layers", m.num_layers), ("model.hidden_size", m.hidden_size),
                        ("model.num_attention_heads", m.num_attention_heads),

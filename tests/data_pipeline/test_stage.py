@@ -91,7 +91,7 @@ def test_killed_stage_resumes_to_identical_output(chardet_pages, chardet_local, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["input.format=csv"], "expected one of [warc, wet, pages, jsonl, parquet, hf]"),
+    (["input.format=csv"], "expected one of [warc, wet, pages, jsonl, parquet, hf, mediawiki]"),
     (["output.dir=null"], "output.dir: not set. Fix: pass output.dir=DIR"),
     (["filters=none", "+filters.0.kind=nope"], None),
     (["executor=slurm"], "executor.partition"),
