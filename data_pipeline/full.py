@@ -307,6 +307,9 @@ def run_full(cfg: StageConfig) -> None:
         for step in plan.steps:
             run_step(step)
         return
+    for name in ("data_card.json", "data_card.md"):  # the chain's end is the new card's appearance
+        if os.path.exists(f"{plan.out}/{name}"):
+            os.remove(f"{plan.out}/{name}")
     if os.path.exists(f"{plan.out}/{JOBS_FILE}"):
         os.replace(f"{plan.out}/{JOBS_FILE}", f"{plan.out}/{JOBS_FILE}.{int(time.time())}")
     advance(plan, 0)
@@ -360,7 +363,8 @@ def _run_step_mpi(step: Step, comm) -> None:
 
 def advance(plan: Plan, start: int) -> None:
     """Slurm: run the steps from ``start`` until one submits job arrays, then submit the launcher of the next step
-    chained afterok on them. Work steps run here (in a launcher job, except before the first stage)."""
+    chained afterok on them. Work steps and finished stages are run (skipped) here: in a launcher job, or in the
+    submitting command for the steps before the first stage that still has work."""
     for i in range(start, len(plan.steps)):
         job = run_step(plan.steps[i])
         if job is not None:
