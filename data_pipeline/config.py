@@ -137,10 +137,13 @@ class MixSourceConfig:
     paths: list[str] = field(default_factory=list)
     share: float = 0.0  # shares are normalised over the sources (a published table that does not sum to 1 is fine)
     max_epochs: float = 1.0
-    # which documents the source offers before mixing: all, or GPT-3's quality sampling (keep a document when
-    # its Pareto(alpha) draw from hash(id, mix.seed) exceeds 1 - metadata.<score_key>; stage=score writes it)
+    # which documents the source offers before mixing: all, GPT-3's quality sampling (pareto: keep a document
+    # when its Pareto(alpha) draw from hash(id, mix.seed) exceeds 1 - metadata.<score_key>; stage=score writes
+    # it), or DCLM-style top: exactly round(fraction x n) of its n scored documents, the highest scores (ties
+    # broken by hash(id, mix.seed))
     select: str = "all"
     alpha: float = 9.0
+    fraction: float = 0.1
     score_key: str = "quality_score"
 
 
@@ -316,8 +319,11 @@ class StageConfig:
                      "(JSONL documents, e.g. a filter or dedup stage's documents/)")
             if not src.share > 0:
                 fail(f"mix.sources.{name}.share", f"{src.share}", "use a positive share (or drop the source)")
-            if src.select not in ("all", "pareto"):
-                fail(f"mix.sources.{name}.select", f"unknown value {src.select!r}", "use one of all, pareto")
+            if src.select not in ("all", "pareto", "top"):
+                fail(f"mix.sources.{name}.select", f"unknown value {src.select!r}", "use one of all, pareto, top")
+            if not 0.0 < src.fraction <= 1.0:
+                fail(f"mix.sources.{name}.fraction", f"{src.fraction}",
+                     "use the share of the source's scored documents to keep, in (0, 1] (DCLM: 0.1)")
             if not src.alpha > 0:
                 fail(f"mix.sources.{name}.alpha", f"{src.alpha}", "use a positive Pareto shape (GPT-3: 9)")
             if not src.max_epochs > 0:

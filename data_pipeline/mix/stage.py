@@ -5,8 +5,11 @@
 Three pipelines (N = executor.tasks):
 
     count (N)  each document's tokens under mix.tokenizer (EOD included, as the tokenize step writes them),
-               per source, and per bin of its uniform u = hash(source, file, record, seed) in [0, 1)
-    plan (1)   per source: target = share (normalised) x mix.total_tokens; epochs = target / available tokens;
+               per source, and per bin of its uniform u = hash(source, file, record, seed) in [0, 1). For a
+               source with select=top, one record per scored document instead: (score, tie hash, tokens, u bin)
+    plan (1)   a select=top source's records are sorted by (score descending, tie hash) and the first
+               round(fraction x n) are its documents (``top_select``), its available tokens theirs. Then per
+               source: target = share (normalised) x mix.total_tokens; epochs = target / available tokens;
                a source that would need more than its max_epochs is refused, naming the fixes. Each document
                is written floor(epochs) times, plus once more when u falls below the threshold that makes the
                fractional epoch's tokens closest to its target (u is binned in 2^14 bins, so a source's planned
@@ -18,7 +21,8 @@ Three pipelines (N = executor.tasks):
                ``valid/<source>-<task>.jsonl.zst`` (``split: valid``), never counted or mixed
 
 ``<output.dir>/plan.json`` is the solved mixture; the manifest holds the realised-vs-target table. A document
-is kept (written one or more times) or removed with reason ``not_sampled`` (an epoch below one left it out).
+is kept (written one or more times) or removed with reason ``not_sampled`` (an epoch below one left it out),
+``not_selected`` (select=pareto or top left it out) or ``no_quality_score`` (select=pareto or top, no score).
 """
 
 from __future__ import annotations
@@ -34,11 +38,13 @@ from datatrove.pipeline.writers.jsonl import JsonlWriter
 from data_pipeline.config import ConfigError, StageConfig
 from data_pipeline.dedup.minhash import hash64
 from data_pipeline.dedup.records import read_records, records_ok, write_records
-from data_pipeline.score.rules import pareto_keep
+from data_pipeline.score.rules import id_hash, pareto_keep
 from data_pipeline.stages.base import Books, MixRole, Pipeline, ReaderRole, Stage, WorkRole
 from data_pipeline.stages.inputs import build_readers, input_listing
 
 BINS = 1 << 14
+# one record per scored document of a select=top source, written by the count pipeline
+KEY = np.dtype([("source", "<i4"), ("bin", "<i4"), ("tokens", "<i8"), ("score", "<f8"), ("tie", "<u8")])
 
 
 def uniform_bin(source: str, name: str, record: int, seed: int) -> int:
@@ -59,22 +65,35 @@ class _MixStep(PipelineStep):
     def __init__(self, work: str, sources: list[str], path_source: list[int], select: list[dict] | None = None):
         super().__init__()
         self.work, self.sources, self.path_source = work, sources, path_source
-        self.select = select or [{"select": "all"} for _ in sources]
+        self.select = [dict(r) for r in select] if select else [{"select": "all"} for _ in sources]
+
+    def score(self, s: int, doc) -> float | None:
+        score = doc.metadata.get(self.select[s]["score_key"])
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            return None
+        return float(score)
 
     def offered(self, s: int, name: str, record: int, doc, seed: int) -> str | None:
-        """None when source s offers the document to the mixture, else the reason it does not."""
+        """None when source s offers the document to the mixture, else the reason it does not. For select=top
+        before the plan (no ``threshold`` yet) every scored document is offered: the plan picks among them."""
         rule = self.select[s]
         if rule["select"] == "all":
             return None
-        score = doc.metadata.get(rule["score_key"])
-        if not isinstance(score, (int, float)) or not math.isfinite(score):
+        score = self.score(s, doc)
+        if score is None:
             return "no_quality_score"
         doc_id = f"{self.sources[s]}/{name}#{record}"
-        return None if pareto_keep([doc_id], [float(score)], seed, rule["alpha"])[0] else "not_selected"
+        if rule["select"] == "pareto":
+            return None if pareto_keep([doc_id], [score], seed, rule["alpha"])[0] else "not_selected"
+        if "threshold" not in rule:
+            return None
+        t_score, t_tie = rule["threshold"]
+        return None if (-score, id_hash(doc_id, seed)) <= (-t_score, t_tie) else "not_selected"
 
 
 class MixCount(_MixStep):
-    """Per task: an int64 array [sources, 2 + 2 BINS]: documents, tokens, tokens per u bin, documents per u bin."""
+    """Per task: an int64 array [sources, 2 + 2 BINS]: documents, tokens, tokens per u bin, documents per u bin
+    (``counts/``), and a KEY record per scored document of each select=top source (``keys/``)."""
 
     name = "count"
 
@@ -83,13 +102,14 @@ class MixCount(_MixStep):
         self.tokenizer, self.seed, self.holdout = tokenizer, seed, holdout
 
     def outputs_ok(self, rank: int) -> bool:
-        return records_ok(f"{self.work}/counts/{rank:05d}.npy")
+        return records_ok(f"{self.work}/counts/{rank:05d}.npy") and records_ok(f"{self.work}/keys/{rank:05d}.npy")
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         import sentencepiece as spm
 
         sp = spm.SentencePieceProcessor(model_file=self.tokenizer)
         counts = np.zeros((len(self.sources), 2 + 2 * BINS), np.int64)
+        keys = []
         for doc in data or ():
             index, name, record = doc.metadata.pop("dedup_pos")
             s = self.path_source[int(index)]
@@ -100,14 +120,59 @@ class MixCount(_MixStep):
             with self.track_time():
                 tokens = len(sp.encode(doc.text)) + 1
             b = uniform_bin(self.sources[s], name, int(record), self.seed)
+            self.stat_update("mix_documents")
+            if self.select[s]["select"] == "top":
+                tie = id_hash(f"{self.sources[s]}/{name}#{record}", self.seed)
+                keys.append((s, b, tokens, self.score(s, doc), tie))
+                continue
             counts[s, 0] += 1
             counts[s, 1] += tokens
             counts[s, 2 + b] += tokens
             counts[s, 2 + BINS + b] += 1
-            self.stat_update("mix_documents")
+        write_records(f"{self.work}/keys/{rank:05d}.npy", np.array(keys, KEY))
         write_records(f"{self.work}/counts/{rank:05d}.npy", counts)
         return
         yield
+
+
+def top_select(keys: np.ndarray, fraction: float) -> tuple[np.ndarray, dict]:
+    """The documents of one select=top source among its KEY records: the first round(fraction x n) by (score
+    descending, tie hash), and the threshold (score, tie) a later pass applies one document at a time. Exact:
+    a record is selected iff its (-score, tie) <= the threshold's, which for distinct keys is rank <= k. Two
+    documents with the same score and the same 64-bit hash straddling the cut are both kept (``tied``)."""
+    n = len(keys)
+    k = int(np.floor(fraction * n + 0.5))
+    info = {"fraction": fraction, "scored_documents": n, "selected_documents": 0}
+    if k == 0:
+        return np.zeros(n, bool), info
+    order = np.lexsort((keys["tie"], -keys["score"]))
+    last = keys[order[k - 1]]
+    t_score, t_tie = float(last["score"]), int(last["tie"])
+    mask = (keys["score"] > t_score) | ((keys["score"] == t_score) & (keys["tie"] <= np.uint64(t_tie)))
+    info.update(selected_documents=int(mask.sum()), tied=int(mask.sum()) - k, threshold_score=t_score,
+                threshold_tie=t_tie)
+    return mask, info
+
+
+def select_counts(counts: np.ndarray, keys: np.ndarray, select: list[dict], sources: list[str]) -> dict:
+    """Fills each select=top source's row of counts from its selected records; returns its plan entry."""
+    chosen = {}
+    for s, rule in enumerate(select):
+        if rule["select"] != "top":
+            continue
+        mine = keys[keys["source"] == s]
+        mask, info = top_select(mine, rule["fraction"])
+        if mine.size and not mask.any():
+            raise ConfigError(f"mix: source {sources[s]} has {mine.size} scored documents and "
+                              f"mix.sources.{sources[s]}.fraction={rule['fraction']:g} keeps round({rule['fraction']:g}"
+                              f" x {mine.size}) = 0 of them. Fix: mix.sources.{sources[s]}.fraction>="
+                              f"{0.5 / mine.size:.3g}, or more text for it")
+        sel = mine[mask]
+        counts[s, 0], counts[s, 1] = sel.size, int(sel["tokens"].sum())
+        counts[s, 2:2 + BINS] = np.bincount(sel["bin"], weights=sel["tokens"], minlength=BINS).astype(np.int64)
+        counts[s, 2 + BINS:] = np.bincount(sel["bin"], minlength=BINS)
+        chosen[sources[s]] = info
+    return chosen
 
 
 def solve(counts: np.ndarray, sources: list[str], shares: list[float], caps: list[float], total: float) -> dict:
@@ -149,13 +214,17 @@ class MixPlan(_MixStep):
 
     name = "plan"
 
-    def __init__(self, work, sources, path_source, shares, caps, total, tasks: int, out: str):
-        super().__init__(work, sources, path_source)
+    def __init__(self, work, sources, path_source, select, shares, caps, total, tasks: int, out: str):
+        super().__init__(work, sources, path_source, select)
         self.shares, self.caps, self.total, self.tasks, self.out = shares, caps, total, tasks, out
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         counts = sum(read_records(f"{self.work}/counts/{t:05d}.npy") for t in range(self.tasks))
+        keys = np.concatenate([read_records(f"{self.work}/keys/{t:05d}.npy") for t in range(self.tasks)])
+        chosen = select_counts(counts, keys, self.select, self.sources)
         plan = solve(counts, self.sources, self.shares, self.caps, self.total)
+        for name, info in chosen.items():
+            plan[name]["top"] = info
         tmp = f"{self.out}/plan.json.tmp"
         with open(tmp, "w") as f:
             json.dump({"total_tokens": self.total, "sources": plan}, f, indent=1)
@@ -177,6 +246,10 @@ class MixWrite(_MixStep):
     def run(self, data, rank: int = 0, world_size: int = 1):
         with open(f"{self.out}/plan.json") as f:
             plan = json.load(f)["sources"]
+        for s, rule in enumerate(self.select):
+            if rule["select"] == "top":
+                top = plan[self.sources[s]]["top"]
+                rule["threshold"] = (top["threshold_score"], top["threshold_tie"])
         suffix = ".jsonl" + (".zst" if self.compression else "")
         writer = JsonlWriter(f"{self.out}/documents", output_filename="${shard}" + suffix,
                              compression=self.compression)
@@ -230,9 +303,10 @@ class MixStage(Stage):
         input_listing(cfg)  # every path exists
         compression = None if cfg.output.compression == "none" else "zstd"
         count_steps = build_readers(cfg, positions=True)
-        select = [{"select": src.select, "alpha": src.alpha, "score_key": src.score_key} for src in m.sources.values()]
+        select = [{"select": src.select, "alpha": src.alpha, "score_key": src.score_key, "fraction": src.fraction}
+                  for src in m.sources.values()]
         count = MixCount(work, sources, path_source, select, m.tokenizer, m.seed, m.holdout)
-        plan = MixPlan(work, sources, path_source, [s.share for s in m.sources.values()],
+        plan = MixPlan(work, sources, path_source, select, [s.share for s in m.sources.values()],
                        [s.max_epochs for s in m.sources.values()], m.total_tokens, tasks, out)
         write_steps = build_readers(cfg, positions=True)
         return [

@@ -143,3 +143,97 @@ def test_quality_sampling_offers_what_gpt3s_rule_keeps(sources, tmp_path):
     assert m["balanced"] and m["removed"]["mix"]["no_quality_score"] == 3
     assert m["removed"]["mix"]["not_selected"] == len(ids) - kept
     assert 0 < kept < len(ids)
+
+
+def _scored_crawl(root, folder, rng, digits):
+    """The crawl source with metadata.quality_score rounded to `digits` (many ties), the first document of each
+    file unscored; returns the offline ids (as the mix names them) and scores."""
+    folder.mkdir()
+    ids, scores, json_ids = [], [], {}
+    for p in sorted((root / "crawl").glob("*.jsonl.zst")):
+        lines = zstandard.ZstdDecompressor().decompressobj().decompress(p.read_bytes()).decode().splitlines()
+        out = []
+        for record, line in enumerate(lines):
+            d = json.loads(line)
+            if record != 0:
+                d["quality_score"] = round(rng.random(), digits)
+                ids.append(f"crawl/{p.name}#{record}")
+                scores.append(d["quality_score"])
+                json_ids[ids[-1]] = d["id"]
+            out.append(json.dumps(d) + "\n")
+        (folder / p.name).write_bytes(zstandard.ZstdCompressor().compress("".join(out).encode()))
+    return ids, scores, json_ids
+
+
+def _written(folder, source):
+    out = {}
+    for p in sorted(folder.glob(f"{source}-*.jsonl.zst")):
+        for line in zstandard.ZstdDecompressor().decompressobj().decompress(p.read_bytes()).decode().splitlines():
+            i = json.loads(line)["id"]
+            out[i] = out.get(i, 0) + 1
+    return out
+
+
+def test_top_fraction_selects_what_keep_top_fraction_keeps(sources, tmp_path):
+    """select=top: exactly the documents keep_top_fraction keeps offline (score descending, ties broken by
+    hash(id, mix.seed)), for 2 and 3 tasks; the plan's available tokens are the selected documents' tokens."""
+    from data_pipeline.score.rules import keep_top_fraction
+
+    root, model = sources
+    ids, scores, json_ids = _scored_crawl(root, tmp_path / "scored", random.Random(5), 1)  # 11 score values
+    assert len(set(scores)) <= 11 and len(ids) == 297
+    selected = {json_ids[i] for i, k in zip(ids, keep_top_fraction(ids, scores, 0.3, seed=7)) if k}
+    assert len(selected) == round(0.3 * 297)
+    args = [f"mix.sources.crawl.paths=[{tmp_path / 'scored'}]", "mix.sources.crawl.select=top",
+            "mix.sources.crawl.fraction=0.3", "mix.sources.crawl.max_epochs=3", "mix.seed=7", "mix.holdout=0"]
+    probe = run_mix(root, model, tmp_path / "probe", "mix.total_tokens=1", *args)
+    crawl = json.loads((tmp_path / "probe" / "plan.json").read_text())["sources"]["crawl"]
+    assert crawl["available_documents"] == len(selected) and crawl["top"]["tied"] == 0
+    total = int(1.5 * crawl["available_tokens"] / 0.5)  # crawl 1.5 epochs: every selected document written
+    runs = {}
+    for tasks in (2, 3):
+        out = tmp_path / f"t{tasks}"
+        run_mix(root, model, out, f"mix.total_tokens={total}", *args, tasks=tasks)
+        m = manifest(out)
+        assert m["balanced"] and m["mix"]["consistent"], m
+        assert m["documents_in"] == m["kept"]["documents"] + m["removed_total"] == 450
+        assert m["removed"]["mix"]["no_quality_score"] == 3
+        assert m["removed"]["mix"]["not_selected"] == 297 - len(selected)
+        runs[tasks] = _written(out / "documents", "crawl")
+        assert set(runs[tasks]) == selected and set(runs[tasks].values()) == {1, 2}
+        assert _tokens(model, out / "documents")["crawl"] == m["mix"]["sources"]["crawl"]["realised_tokens"]
+        assert abs(m["mix"]["sources"]["crawl"]["epochs"] - 1.5) < 0.01
+    assert runs[2] == runs[3]
+    assert (json.loads((tmp_path / "t2" / "plan.json").read_text())
+            == json.loads((tmp_path / "t3" / "plan.json").read_text()))
+
+
+def test_top_fraction_config_errors(sources, tmp_path):
+    root, model = sources
+    for value in ("0", "1.5", "-0.1"):
+        proc = run_mix(root, model, tmp_path / f"f{value}", "mix.total_tokens=1000", "mix.sources.crawl.select=top",
+                       f"mix.sources.crawl.fraction={value}", check=False)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "mix.sources.crawl.fraction" in proc.stderr and "in (0, 1]" in proc.stderr, proc.stderr[-2000:]
+    proc = run_mix(root, model, tmp_path / "sel", "mix.total_tokens=1000", "mix.sources.crawl.select=best",
+                   check=False)
+    assert proc.returncode == 2 and "use one of all, pareto, top" in proc.stderr, proc.stderr[-2000:]
+    # valid, but round(0.001 x 297) = 0 documents: refused by the plan, naming the smallest fraction that keeps one
+    ids, _, _ = _scored_crawl(root, tmp_path / "scored", random.Random(5), 3)
+    proc = run_mix(root, model, tmp_path / "none", "mix.total_tokens=1000", "mix.sources.crawl.select=top",
+                   "mix.sources.crawl.fraction=0.001", "mix.holdout=0",
+                   f"mix.sources.crawl.paths=[{tmp_path / 'scored'}]",
+                   check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"has {len(ids)} scored documents" in proc.stderr and "mix.sources.crawl.fraction>=" in proc.stderr
+
+
+def test_top_select_keeps_both_documents_of_a_key_tied_at_the_cut():
+    from data_pipeline.mix.stage import KEY, top_select
+
+    rows = [(0.9, 1), (0.5, 7), (0.5, 7), (0.5, 9), (0.1, 0)]  # (score, tie hash)
+    keys = np.array([(0, 0, 5, score, tie) for score, tie in rows], KEY)
+    mask, info = top_select(keys, 0.4)  # round(0.4 x 5) = 2: the cut falls between the two (0.5, 7) records
+    assert mask.tolist() == [True, True, True, False, False] and info["tied"] == 1
+    mask, info = top_select(keys, 0.8)
+    assert mask.tolist() == [True, True, True, True, False] and info["tied"] == 0 and info["threshold_tie"] == 9
