@@ -1,15 +1,18 @@
 """The `dcp` checkpoint format: torch.distributed.checkpoint (DCP) files under the same global names as the
 `full` format, written in parallel by every rank.
 
-Each rank describes its TP-local slice of every tensor (model weights, and the optimizer's main weights and Adam
+Each rank describes what it holds of every tensor (model weights, and the optimizer's main weights and Adam
 moments as `optim.<state>.<name>`) as chunks of the global tensor: a global name, the chunk's offsets in the
-global tensor and the global shape (`pieces`). megatron's strided partitioning (linear_fc1 under SwiGLU holds
-[gate_r; up_r] on TP rank r) makes one rank's slice `tp_stride` separate chunks, which DTensor's Shard(dim)
-cannot express; explicit chunks can, and need no DeviceMesh or ShardedTensor process group. `ChunkSavePlanner`
-turns them into DCP write items; DCP's global planning de-duplicates identical chunks (data-parallel replicas,
-the tied embedding's copy on the last pipeline stage) onto the least-loaded rank, so every rank writes its
-share of the checkpoint into its own file. `ChunkLoadPlanner` reads the chunks a rank needs under any other
-layout (DCP computes the overlaps with the saved chunks and reads only those bytes).
+global tensor and the global shape (`chunks`). What it holds is a flat range of its TP-local tensor: the whole
+of it, or, for the distributed optimizer's state, the data-parallel shard it owns (a contiguous range of the
+flattened tensor, cut into at most 2 * ndim - 1 boxes by `flat_boxes`). megatron's strided partitioning
+(linear_fc1 under SwiGLU holds [gate_r; up_r] on TP rank r) cuts each box into `tp_stride` chunks, which
+DTensor's Shard(dim) cannot express; explicit chunks can, and need no DeviceMesh or ShardedTensor process
+group. `ChunkSavePlanner` turns them into DCP write items; DCP's global planning checks that the chunks tile
+each tensor and de-duplicates identical ones (data-parallel replicas of weights, the tied embedding's copy on
+the last pipeline stage) onto the least-loaded rank, so every rank writes its share of the checkpoint into its
+own file. `ChunkLoadPlanner` reads the chunks a rank needs under any other layout straight into its tensors
+(DCP computes the overlaps with the saved chunks and reads only those bytes).
 
 `HashingWriter` is DCP's FileSystemWriter that, once its files are written (in the background thread when the
 save is asynchronous), records their sha256 in `sha256/rankNNNNN.json`.
@@ -18,6 +21,8 @@ save is asynchronous), records their sha256 in `sha256/rankNNNNN.json`.
 from __future__ import annotations
 
 import json
+import math
+import operator
 from pathlib import Path
 
 import torch
@@ -38,20 +43,54 @@ DCP_METADATA = ".metadata"
 Layout = dict[str, tuple[str, tuple[int, ...], tuple[int, ...]]]
 
 
-def pieces(name: str, local: torch.Tensor, info: ParamInfo, tp_rank: int, tp_size: int):
-    """[(key, view of `local`, offsets, global shape)]: this rank's TP-local tensor as chunks of the global one
-    (the inverse of pretrain.model.shard_of)."""
-    gshape = full_shape(info, tp_size)
-    zero = (0,) * local.dim()
-    if info.tp_dim < 0 or tp_size == 1:
-        return [(f"{name}#0", local, zero, gshape)]
-    d, s = info.tp_dim, info.tp_stride
-    per, seg = local.shape[d] // s, gshape[d] // s
+def flat_boxes(shape: tuple[int, ...], start: int, end: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """[(offsets, sizes)]: boxes of a row-major tensor of `shape` that together hold exactly its flattened
+    elements [start, end), in order: a partial first row, a block of whole rows, a partial last row, recursively
+    (at most 2 * ndim - 1 boxes)."""
+    if start >= end:
+        return []
+    if len(shape) == 1:
+        return [((start,), (end - start,))]
+    inner = math.prod(shape[1:])
+    zeros, out = (0,) * (len(shape) - 1), []
+    row = start // inner
+    if start % inner:  # partial first row
+        stop = min(end, (row + 1) * inner)
+        out += [((row, *o), (1, *z)) for o, z in flat_boxes(shape[1:], start - row * inner, stop - row * inner)]
+        start, row = stop, row + 1
+    if end // inner > row:  # whole rows
+        out.append(((row, *zeros), (end // inner - row, *shape[1:])))
+        start = end // inner * inner
+    if start < end:  # partial last row
+        row = start // inner
+        out += [((row, *o), (1, *z)) for o, z in flat_boxes(shape[1:], 0, end - row * inner)]
+    return out
+
+
+def chunks(name: str, flat: torch.Tensor, start: int, info: ParamInfo, tp_rank: int, tp_size: int):
+    """[(key, view, offsets, global shape)]: the elements [start, start + flat.numel()) of this rank's TP-local
+    tensor of parameter `info` (the whole of it when start is 0 and `flat` has its numel), held in the contiguous
+    1-D `flat`, as chunks of the global tensor. Each view aliases `flat`. A data-parallel shard of the
+    distributed optimizer is such a flat range; megatron's strided TP partitioning (linear_fc1 under SwiGLU
+    holds [gate_r; up_r] on TP rank r) cuts each box into one chunk per stride."""
+    shape, gshape = tuple(info.param.shape), full_shape(info, tp_size)
+    strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+    split = info.tp_dim >= 0 and tp_size > 1
+    d, s = (info.tp_dim, info.tp_stride) if split else (0, 1)
+    per, seg = shape[d] // s, gshape[d] // s
     out = []
-    for k in range(s):
-        offsets = list(zero)
-        offsets[d] = k * seg + tp_rank * per
-        out.append((f"{name}#{k}", local.narrow(d, k * per, per), tuple(offsets), gshape))
+    for off, size in flat_boxes(shape, start, start + flat.numel()):
+        for k in range(s):
+            lo, hi = max(off[d], k * per), min(off[d] + size[d], (k + 1) * per)
+            if lo >= hi:
+                continue
+            o, z = list(off), list(size)
+            o[d], z[d] = lo, hi - lo
+            view = flat.as_strided(z, strides, flat.storage_offset() + sum(map(operator.mul, o, strides)) - start)
+            g = list(o)
+            if split:
+                g[d] = lo - k * per + k * seg + tp_rank * per
+            out.append((f"{name}@{tuple(g)}", view, tuple(g), gshape))
     return out
 
 
@@ -136,3 +175,4 @@ def recorded_files(ckpt_dir: Path, meta: dict) -> dict[str, str] | str:
         except (OSError, ValueError) as e:
             return f"{SHA_DIR}/{f.name} unreadable or missing ({type(e).__name__})"
     return files
+
