@@ -292,7 +292,7 @@ def _load_dcp(ckpt_dir: Path, model_chunks, optimizer) -> None:
     (saved in fp32) are copied from the weights."""
     import torch.distributed.checkpoint as dcp
 
-    reader = dcp.FileSystemReader(str(ckpt_dir))
+    reader = dcpf.DirectReader(str(ckpt_dir))
     saved = reader.read_metadata().state_dict_metadata
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
     tp_size = parallel_state.get_tensor_model_parallel_world_size()

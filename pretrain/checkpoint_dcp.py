@@ -20,18 +20,23 @@ save is asynchronous), records their sha256 in `sha256/rankNNNNN.json`.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import operator
+import re
+import struct
+import zipfile
 from pathlib import Path
 
 import torch
-from torch.distributed.checkpoint import FileSystemWriter
+from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner, DefaultSavePlanner
 from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, MetadataIndex, TensorProperties
-from torch.distributed.checkpoint.planner import (LoadPlan, SavePlan, TensorWriteData, WriteItem,
+from torch.distributed.checkpoint.planner import (LoadItemType, LoadPlan, SavePlan, TensorWriteData, WriteItem,
                                                   WriteItemType)
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
+from torch.futures import Future
 
 from data_pipeline.samples import file_sha256
 from pretrain.model import ParamInfo, full_shape
@@ -176,3 +181,118 @@ def recorded_files(ckpt_dir: Path, meta: dict) -> dict[str, str] | str:
             return f"{SHA_DIR}/{f.name} unreadable or missing ({type(e).__name__})"
     return files
 
+
+class _Window(io.RawIOBase):
+    """The bytes [offset, offset + length) of an open binary file, as a seekable file of their own."""
+
+    def __init__(self, f, offset: int, length: int):
+        super().__init__()
+        self.f, self.offset, self.length, self.pos = f, offset, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        self.pos = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence] + pos
+        return self.pos
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), self.length - self.pos))
+        self.f.seek(self.offset + self.pos)
+        got = self.f.readinto(memoryview(b).cast("B")[:n])
+        self.pos += got
+        return got
+
+
+def _raw_data(f, offset: int, length: int) -> tuple[int, int] | None:
+    """(file offset, size) of the tensor bytes inside the torch.save archive that DCP wrote at [offset,
+    offset + length) of `f` (a zip whose one data record is stored uncompressed), or None if it is not one."""
+    win = _Window(f, offset, length)
+    try:
+        with zipfile.ZipFile(win) as z:
+            data = [i for i in z.infolist() if re.fullmatch(r"[^/]+/data/\d+", i.filename)]
+            if len(data) != 1 or data[0].compress_type != zipfile.ZIP_STORED:
+                return None
+            info = data[0]
+    except zipfile.BadZipFile:
+        return None
+    win.seek(info.header_offset)
+    header = win.read(30)
+    if len(header) != 30 or header[:4] != b"PK\x03\x04":
+        return None
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    return offset + info.header_offset + 30 + name_len + extra_len, info.file_size
+
+
+class DirectReader(FileSystemReader):
+    """FileSystemReader that reads each saved chunk's bytes straight into the tensor that needs them.
+
+    DCP's own reader torch.load()s every chunk into a new tensor and copies the part needed into the target:
+    two copies and a deserialisation per chunk. Here, when a target is a whole saved chunk (a resume under the
+    layout it was saved in) and is contiguous on the CPU in the saved dtype, the chunk's raw bytes are read into
+    it: one copy. Any other request reads the chunk's raw bytes once into a buffer and copies its part (a
+    reshard); items that are not a plain stored tensor go to DCP's reader."""
+
+    def set_up_storage_reader(self, metadata, is_coordinator: bool, *args, **kwargs) -> None:
+        super().set_up_storage_reader(metadata, is_coordinator, *args, **kwargs)
+        self._tensors = metadata.state_dict_metadata
+
+    def _saved_chunk(self, index: MetadataIndex) -> tuple[torch.Size, torch.dtype] | None:
+        md = self._tensors.get(index.fqn)
+        chunk = next((c for c in getattr(md, "chunks", ()) if tuple(c.offsets) == tuple(index.offset)), None)
+        return None if chunk is None else (chunk.sizes, md.properties.dtype)
+
+    def read_data(self, plan: LoadPlan, planner) -> Future:
+        per_file: dict[str, list] = {}
+        for req in plan.items:
+            per_file.setdefault(self.storage_data[req.storage_index].relative_path, []).append(req)
+        rest = []
+        for relative_path, reqs in per_file.items():
+            with open(self.fs.concat_path(self.path, relative_path), "rb") as f:
+                reqs.sort(key=lambda r: self.storage_data[r.storage_index].offset)
+                buffered = (None, None)
+                for req in reqs:
+                    sinfo = self.storage_data[req.storage_index]
+                    chunk = None if (req.type == LoadItemType.BYTE_IO or sinfo.transform_descriptors) \
+                        else self._saved_chunk(req.storage_index)
+                    raw = None if chunk is None else _raw_data(f, sinfo.offset, sinfo.length)
+                    sizes, dtype = chunk or (None, None)
+                    if raw is None or raw[1] != math.prod(sizes) * dtype.itemsize:
+                        rest.append(req)
+                        continue
+                    target = planner.resolve_tensor(req).detach()
+                    whole = tuple(req.lengths) == tuple(sizes) and not any(req.storage_offsets)
+                    if whole and target.is_contiguous() and target.device.type == "cpu" and target.dtype == dtype:
+                        _read_exact(f, raw, target)
+                    else:
+                        if buffered[0] != req.storage_index:
+                            buffered = (req.storage_index, _read_exact(f, raw, torch.empty(sizes, dtype=dtype)))
+                        target.copy_(_narrow(buffered[1], req.storage_offsets, req.lengths))
+                    planner.commit_tensor(req, target)
+        if rest:
+            super().read_data(LoadPlan(rest), planner).wait()
+        fut: Future = Future()
+        fut.set_result(None)
+        return fut
+
+
+def _narrow(t: torch.Tensor, offsets, lengths) -> torch.Tensor:
+    for d, (o, n) in enumerate(zip(offsets, lengths)):
+        t = t.narrow(d, o, n)
+    return t
+
+
+def _read_exact(f, raw: tuple[int, int], out: torch.Tensor) -> torch.Tensor:
+    offset, size = raw
+    f.seek(offset)
+    if f.readinto(memoryview(out.view(-1).view(torch.uint8).numpy())) != size:
+        from pretrain.checkpoint_reader import CheckpointError
+
+        raise CheckpointError(f"{f.name}: truncated at byte {offset} (wanted {size} bytes)")
+    return out
