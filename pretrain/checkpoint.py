@@ -8,11 +8,13 @@ be sampled or exported. Two formats (`run.checkpoint_format`), both read by `loa
 
 `dcp` (default): torch.distributed.checkpoint. Every rank contributes its TP-local slice of each tensor as
 chunks of the global tensor (pretrain.checkpoint_dcp); DCP de-duplicates data-parallel replicas over the ranks,
-so all ranks write their share in parallel, one file each. With `run.async_save` (default for dcp) the save
-stages a CPU copy and returns; a background thread writes, on a gloo group of its own, and rank 0 commits once
-every rank's files are written (`Checkpointer`); the next save, the end of training and every early exit
-(exit_interval, signal, non-finite stop) wait for the commit. Loading: each rank allocates its tensors for the
-new layout and DCP reads the overlapping bytes of the saved chunks (no collective).
+so all ranks write their share in parallel, one file each. With the distributed optimizer each data-parallel
+rank contributes the optimizer-state shard it holds, as it holds it: nothing is gathered. With `run.async_save`
+(default for dcp) the save stages a CPU copy and returns; a background thread writes, on a gloo group of its
+own, and rank 0 commits once every rank's files are written (`Checkpointer`); the next save, the end of
+training and every early exit (exit_interval, signal, non-finite stop) wait for the commit. Loading: DCP reads
+the overlapping bytes of the saved chunks straight into each rank's weights and optimizer state for the new
+layout (no collective).
 
 `full`: each parameter's TP shards (and, with the distributed optimizer, the data-parallel shards of its
 optimizer state) are gathered and one rank per pipeline stage writes them whole; loading reads each whole
@@ -133,21 +135,37 @@ def save(ckpt_root: Path, iteration: int, model_chunks, optimizer, extra: dict, 
     return final
 
 
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.view(-1) if t.is_contiguous() else t.contiguous().view(-1)
+
+
 def _local_state(model_chunks, optimizer, save_main: bool) -> tuple[dict, dcpf.Layout]:
-    """This rank's TP-local tensors as DCP chunks of the global tensors: ({key: tensor}, layout)."""
+    """This rank's tensors as DCP chunks of the global tensors: ({key: tensor}, layout). Weights and the
+    non-distributed optimizer's state are TP-local (DCP de-duplicates data-parallel replicas); the distributed
+    optimizer's state is the data-parallel shard this rank holds, as it is held (no gather)."""
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
     tp_size = parallel_state.get_tensor_model_parallel_world_size()
     params = list(global_params(model_chunks))
     owners = ostate.owners(optimizer, params)
     state, layout = {}, {}
+
+    def add(name: str, t: torch.Tensor, start: int, info: ParamInfo) -> None:
+        for key, piece, offsets, gshape in dcpf.chunks(name, _flat(t), start, info, tp_rank, tp_size):
+            state[key], layout[key] = piece, (name, offsets, gshape)
+
     for info in params:
-        tensors = {info.name: info.param.detach()}
-        for k, t in ostate.local_tensors(owners[id(info.param)], info.param).items():
+        add(info.name, info.param.detach(), 0, info)
+        owner = owners[id(info.param)]
+        if not owner.distributed:
+            held = (0, ostate.local_tensors(owner, info.param))
+        else:  # a tied copy's state equals the embedding's, whose shards (on the first stage) are written
+            held = None if info.tied_copy else ostate.dp_shard(owner, info.param)
+        if held is None:
+            continue
+        start, tensors = held
+        for k, t in tensors.items():
             if k != "main" or save_main:
-                tensors[f"optim.{k}.{info.name}"] = t
-        for name, t in tensors.items():
-            for key, piece, offsets, gshape in dcpf.pieces(name, t, info, tp_rank, tp_size):
-                state[key], layout[key] = piece, (name, offsets, gshape)
+                add(f"optim.{k}.{info.name}", t, start, info)
     return state, layout
 
 
@@ -263,39 +281,57 @@ def _missing(ckpt_dir, params, keys) -> None:
                               f"{missing[:3]}: it was saved from a different model shape (check model.* overrides)")
 
 
+def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 def _load_dcp(ckpt_dir: Path, model_chunks, optimizer) -> None:
-    """Each rank allocates its TP-local tensors for this layout; dcp.load (on this process alone: no
-    collective) reads the overlapping bytes of the saved chunks into them."""
+    """dcp.load (on this process alone: no collective) reads the overlapping bytes of the saved chunks straight
+    into this rank's tensors for this layout: the TP-local weights, and the optimizer's main weights and moments
+    (the data-parallel shard this rank holds, with the distributed optimizer). Main weights the checkpoint lacks
+    (saved in fp32) are copied from the weights."""
     import torch.distributed.checkpoint as dcp
 
-    reader = dcp.FileSystemReader(str(ckpt_dir))
+    reader = dcpf.DirectReader(str(ckpt_dir))
     saved = reader.read_metadata().state_dict_metadata
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
     tp_size = parallel_state.get_tensor_model_parallel_world_size()
     params = list(global_params(model_chunks))
     _missing(ckpt_dir, params, saved)
     owners = ostate.owners(optimizer, params)
-    state, layout, local = {}, {}, {}
+    state, layout, after = {}, {}, []
+
+    def add(name: str, flat: torch.Tensor, start: int, info: ParamInfo) -> None:
+        for key, piece, offsets, gshape in dcpf.chunks(name, flat, start, info, tp_rank, tp_size):
+            state[key], layout[key] = piece, (name, offsets, gshape)
+
     for info in params:
-        shape = tuple(info.param.shape)
-        bufs = {"param": torch.empty(shape, dtype=info.param.dtype)}
-        names = {"param": info.name}
-        if f"optim.main.{info.name}" in saved:
-            bufs["main"], names["main"] = torch.empty(shape), f"optim.main.{info.name}"
-        for k in ostate.STATE_KEYS:
-            bufs[k], names[k] = torch.empty(shape), f"optim.{k}.{info.name}"
-        local[info.name] = bufs
-        for k, buf in bufs.items():
-            for key, piece, offsets, gshape in dcpf.pieces(names[k], buf, info, tp_rank, tp_size):
-                state[key], layout[key] = piece, (names[k], offsets, gshape)
+        param = info.param.data
+        add(info.name, param.view(-1), 0, info)
+        owner = owners[id(info.param)]
+        if owner.distributed:
+            start, tensors = ostate.dp_shard(owner, info.param, for_load=True) or (0, {})
+        else:
+            start, tensors = 0, {"main": owner.main[id(info.param)].data,
+                                 **ostate.moments_for_load(owner, info.param)}
+        main = tensors.pop("main", None)
+        for k, t in tensors.items():
+            add(f"optim.{k}.{info.name}", t.view(-1), start, info)
+        if main is None:
+            continue
+        flat_param = param.view(-1)[start:start + main.numel()]
+        if f"optim.main.{info.name}" not in saved:
+            if not _shares_storage(main, param):  # bf16 training: fp32 main weights from the weights
+                after.append((main, flat_param))
+        elif _shares_storage(main, param):  # an fp32 run resumed from bf16: the main weights are the weights
+            buf = torch.empty(main.numel())
+            add(f"optim.main.{info.name}", buf, start, info)
+            after.append((main, buf))
+        else:
+            add(f"optim.main.{info.name}", main.view(-1), start, info)
     dcp.load(state, storage_reader=reader, planner=dcpf.ChunkLoadPlanner(layout), no_dist=True)
-    for info in params:
-        bufs = local[info.name]
-        info.param.copy_(bufs["param"])
-        tensors = {"main": bufs.get("main", bufs["param"]).float(),
-                   **{k: bufs[k] for k in ostate.STATE_KEYS}}
-        ostate.set_local_tensors(owners[id(info.param)], info.param,
-                                 {k: t.to(info.param.device) for k, t in tensors.items()})
+    for main, src in after:
+        main.view(-1).copy_(src)
 
 
 def _load_full(ckpt_dir: Path, model_chunks, optimizer) -> None:

@@ -203,9 +203,11 @@ class CheckpointReader:
         if self.format == "dcp":
             import torch.distributed.checkpoint as dcp
 
+            from pretrain.checkpoint_dcp import DirectReader
+
             md = self._dcp[key]
             out = {key: torch.empty(tuple(md.size), dtype=md.properties.dtype)}
-            dcp.load(out, storage_reader=dcp.FileSystemReader(str(self.dir)), no_dist=True)
+            dcp.load(out, storage_reader=DirectReader(str(self.dir)), no_dist=True)
             return out[key]
         fname = self.index[key]
         if fname not in self._open:

@@ -162,6 +162,7 @@ class ParamInfo:
     param: torch.nn.Parameter
     tp_dim: int  # -1: replicated over TP
     tp_stride: int
+    tied_copy: bool = False  # the last pipeline stage's copy of tied embeddings (holds the embedding's values)
 
 
 def global_params(chunks: list[torch.nn.Module]) -> Iterator[ParamInfo]:
@@ -180,7 +181,8 @@ def global_params(chunks: list[torch.nn.Module]) -> Iterator[ParamInfo]:
         tied_copy = (getattr(module, "share_embeddings_and_output_weights", False)
                      and not getattr(module, "pre_process", True))
         for name, param in module.named_parameters():
-            if tied_copy and name == "output_layer.weight":
+            is_copy = tied_copy and name == "output_layer.weight"
+            if is_copy:
                 name = "embedding.word_embeddings.weight"
             parts = name.split(".")
             if parts[:2] == ["decoder", "layers"]:
@@ -190,7 +192,7 @@ def global_params(chunks: list[torch.nn.Module]) -> Iterator[ParamInfo]:
                     parts = parts[:3] + _TE_NORM_NAMES[rest].split(".")
             tp = getattr(param, "tensor_model_parallel", False)
             yield ParamInfo(".".join(parts), param, getattr(param, "partition_dim", -1) if tp else -1,
-                            getattr(param, "partition_stride", 1) if tp else 1)
+                            getattr(param, "partition_stride", 1) if tp else 1, is_copy)
 
 
 def shard_of(full: torch.Tensor, info: ParamInfo, tp_rank: int, tp_size: int) -> torch.Tensor:

@@ -7,8 +7,9 @@ torch in every parameter's state (`state[p]["step"]`, a tensor), the fused ones 
 back there, so a resumed run continues Adam's bias correction instead of restarting it.
 
 With megatron's distributed optimizer (ZeRO-1) each data-parallel rank holds a contiguous range of every
-parameter's flattened main weights and moments; `local_tensors` assembles the whole TP-local tensor (a
-collective over the data-parallel group) and `set_local_tensors` keeps this rank's range.
+parameter's flattened main weights and moments. `dp_shard` gives that range as it is held (no communication:
+what the dcp format writes and reads on each rank); `local_tensors` assembles the whole TP-local tensor (a
+collective over the data-parallel group, for the full format) and `set_local_tensors` keeps this rank's range.
 """
 
 from __future__ import annotations
@@ -96,6 +97,41 @@ def owners(optimizer, params) -> dict[int, Owner]:
                 if id(info.param) in main:
                     out[id(info.param)] = Owner(opt, False, main)
     return out
+
+
+def dp_shard(owner: Owner, param: torch.nn.Parameter, for_load: bool = False):
+    """(start, {"main" | state key: 1-D tensor}): the flattened elements [start, start + numel) of `param`'s
+    main weights and Adam moments that this rank's distributed optimizer holds, the optimizer's own tensors (no
+    copy, no communication); None when this rank holds none of the parameter. A moment not created yet (before
+    the first step) is zeros when saving; `for_load` allocates it in the optimizer's state instead, to be read
+    into."""
+    opt = owner.opt
+    if param not in opt.model_param_gbuf_map or param not in opt.model_param_group_index_map:
+        return None
+    rng = opt._get_model_param_range_map(param)["param"]
+    group_index, group_order = opt.model_param_group_index_map[param]
+    main = opt.optimizer.param_groups[group_index]["params"][group_order]
+    state = opt.optimizer.state.setdefault(main, {})
+    out = {"main": main.detach()}
+    for k in STATE_KEYS:
+        t = state.get(k)
+        if t is None:
+            t = torch.zeros(rng.end - rng.start, dtype=torch.float32, device=main.device)
+            if for_load:
+                state[k] = t
+        out[k] = t
+    return rng.start, out
+
+
+def moments_for_load(owner: Owner, param: torch.nn.Parameter) -> dict[str, torch.Tensor]:
+    """The non-distributed optimizer's param-shaped Adam moments of `param`, to be read into (allocated in the
+    optimizer's state when not created yet)."""
+    main = owner.main[id(param)]
+    state = owner.opt.optimizer.state.setdefault(main, {})
+    for k in STATE_KEYS:
+        if not (k in state and state[k].shape == main.shape and state[k].dtype == torch.float32):
+            state[k] = torch.zeros_like(main, dtype=torch.float32)
+    return {k: state[k] for k in STATE_KEYS}
 
 
 def local_tensors(owner: Owner, param: torch.nn.Parameter) -> dict[str, torch.Tensor]:

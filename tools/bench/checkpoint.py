@@ -1,6 +1,6 @@
 """Checkpoint save and load time, `full` vs `dcp` (sync and async), on the trainer's own model and optimizer.
 
-    python -m tools.bench.checkpoint [--shape 125m] [--layouts dp1 dp2 tp2] [--runs 3] [--dir /tmp/ckpt_bench]
+    python -m tools.bench.checkpoint [--shape 125m] [--layouts dp1 dp2 dp2-distopt tp2] [--runs 3] [--dir /tmp/ckpt_bench]
 
 Per layout, one torchrun job builds the model and megatron optimizer (Adam moments allocated by one step on
 zero gradients), then for --runs rounds saves and loads with each arm in turn (alternated, so drift in the
@@ -10,7 +10,8 @@ shared machine hits every arm alike). Times, medians over the rounds:
   commit_s   from save() until the checkpoint is committed (async: save() then wait(), nothing else running)
   verify_s   find_resumable_parallel: every rank checks the sha256 of its share of the files
   load_s     load() into this layout's model and optimizer
-Bytes are the checkpoint's files; write MB/s per rank is the largest bytes one rank wrote over commit_s.
+Bytes are the checkpoint's files; write MB/s per rank is the largest bytes one rank wrote over commit_s; the
+staging rate is the largest state one rank hands to dcp (what async copies) over dcp-async's resume_s.
 The table gives each arm's ratio to the `full` arm measured in the same job, and projects an 8B save from the
 measured per-rank write rate.
 """
@@ -57,6 +58,9 @@ def worker(a) -> None:
         m.zero_grad_buffer()
     optimizer.step()
     rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    staged = torch.tensor([sum(t.numel() * t.element_size()
+                               for t in checkpoint._local_state(model, optimizer, False)[0].values())])
+    torch.distributed.all_reduce(staged, op=torch.distributed.ReduceOp.MAX)
     root = Path(a.dir)
     rows = {arm: [] for arm in ARMS}
     for r in range(a.runs):
@@ -94,6 +98,7 @@ def worker(a) -> None:
     if rank == 0:
         nparams = sum(p.numel() for m in model for p in m.parameters()) * layout.tp * layout.pp
         Path(a.out).write_text(json.dumps({"rows": rows, "world": world, "params": nparams,
+                                           "staged_rank_bytes": int(staged.item()),
                                            "layout": layout.describe(), "tp_pp": layout.tp * layout.pp}))
     runtime.destroy()
 
@@ -130,25 +135,30 @@ def report(name: str, res: dict) -> list[str]:
 
 def projection(results: dict) -> list[str]:
     """An 8B save from the per-rank rates measured here: write (dcp-sync, and full's one writer per stage) and
-    staging (dcp-async's resume_s over the state one rank holds)."""
-    name = "dp2" if "dp2" in results else ("tp2" if "tp2" in results else next(iter(results)))
+    staging (dcp-async's resume_s over the state one rank hands to dcp). From the distributed-optimizer layout
+    when measured (how an 8B model trains): each rank then stages its TP/PP-local weights and 1/world of the
+    optimizer state."""
+    name = next((n for n in ("dp2-distopt", "dp2", "tp2") if n in results), next(iter(results)))
     res = results[name]
     rows = res["rows"]
     bw = {arm: statistics.median(x["max_rank_bytes"] / x["commit_s"] for x in rows[arm])
           for arm in ("full", "dcp-sync")}
-    tp_pp = res.get("tp_pp", 1)
-    stage = statistics.median(x["bytes"] / tp_pp / x["resume_s"] for x in rows["dcp-async"])
+    stage = statistics.median(res["staged_rank_bytes"] / x["resume_s"] for x in rows["dcp-async"])
+    distopt = name == "dp2-distopt"
     total = PARAMS_8B * 14
     lines = [f"\n8B projection ({PARAMS_8B / 1e9:.2f}B params x (bf16 weight 2 + fp32 main 4 + Adam 8) = 14 bytes/param "
              f"= {total / 1e9:.0f} GB), from the {name} rates measured here: write full {bw['full'] / 1e6:.0f}, "
              f"dcp {bw['dcp-sync'] / 1e6:.0f} MB/s per rank, async staging {stage / 1e6:.0f} MB/s per rank; assumes "
-             "every rank keeps that rate (the filesystem's aggregate bandwidth is not the limit) and TP=8:"]
+             "every rank keeps that rate (the filesystem's aggregate bandwidth is not the limit) and TP=8"
+             + (", distributed optimizer:" if distopt else ":")]
     for ranks, pp in [(8, 1), (64, 2), (256, 4)]:
         full = total / pp / bw["full"]  # one writer per pipeline stage, after the TP gather
         dcp = total / ranks / bw["dcp-sync"]  # every rank writes its share
-        staged = total / (8 * pp) / stage  # every rank copies its TP-local state (DP replicas too)
+        # what one rank stages: its TP/PP-local weights, and its shard of the optimizer state (distributed) or
+        # the whole TP/PP-local optimizer state (replicated over DP)
+        per_rank = PARAMS_8B * (2 / (8 * pp) + 12 / ranks) if distopt else total / (8 * pp)
         lines.append(f"  {ranks:4d} ranks (TP=8, PP={pp}): full {full / 60:6.1f} min ({pp} writers); dcp sync "
-                     f"{dcp:6.1f} s ({ranks} writers); dcp async: training resumes after {staged:5.1f} s")
+                     f"{dcp:6.1f} s ({ranks} writers); dcp async: training resumes after {per_rank / stage:5.1f} s")
     return lines
 
 
@@ -156,7 +166,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", default="125m")
     ap.add_argument("--vocab", type=int, default=32768)
-    ap.add_argument("--layouts", nargs="+", default=["dp1", "dp2", "tp2"], choices=list(LAYOUTS))
+    ap.add_argument("--layouts", nargs="+", default=["dp1", "dp2", "dp2-distopt", "tp2"], choices=list(LAYOUTS))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", default=None, help="where checkpoints are written (default: a temporary dir)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
