@@ -282,7 +282,7 @@ class StageConfig:
                 fail(f"{key}.filters", f"no preset {src.filters!r}", f"use one of {', '.join(presets)}")
             if src.quality not in tuple(Quality):
                 fail(f"{key}.quality", f"unknown value {src.quality!r}", f"use one of {', '.join(Quality)}")
-        if any(s.select == "pareto" for s in m.sources.values()) and not p.classifier.model:
+        if any(s.select in ("pareto", "top") for s in m.sources.values()) and not p.classifier.model:
             sides = {s.quality for s in p.sources.values()}
             if not {"reference", "crawl"} <= sides:
                 fail("pipeline.sources", "a mix source has select=pareto, so a quality classifier is trained, but no "

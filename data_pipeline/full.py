@@ -8,7 +8,7 @@ The steps, in order (``OUT`` = output.dir):
     per source S, per input i   stage=filter  -> OUT/sources/S/filter[_i]/   extraction + the source's filter preset
     per source S                stage=dedup   -> OUT/sources/S/dedup/        over all of S's inputs (dedup: true)
     classifier                  score train   -> OUT/classifier/quality.*    reference vs crawl sources' documents
-    per source S (pareto)       stage=score   -> OUT/sources/S/score/        the sources that mix with select=pareto
+    per source S (pareto, top) stage=score   -> OUT/sources/S/score/        the sources that mix with select=pareto|top
     tokenizer                   BPE           -> OUT/tokenizer/bpe.*         on a sample of every source, in
                                                                              proportion to its mix share
     mix                         stage=mix     -> OUT/mix/                    mix.* shares over the sources' last outputs
@@ -94,7 +94,7 @@ class Plan:
         p = cfg.pipeline
         self.classifier_model = p.classifier.model or f"{self.out}/classifier/quality.model"
         self.tokenizer_model = p.tokenizer.model or f"{self.out}/tokenizer/bpe.model"
-        self.scored = [n for n, s in cfg.mix.sources.items() if s.select == "pareto"]
+        self.scored = [n for n, s in cfg.mix.sources.items() if s.select in ("pareto", "top")]
         self.steps: list[Step] = []
         self.stage_dirs: dict[str, list[tuple[str, str]]] = {}  # source -> [(stage name, dir)]
         for name, src in p.sources.items():
