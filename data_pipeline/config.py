@@ -285,7 +285,7 @@ class StageConfig:
         if any(s.select in ("pareto", "top") for s in m.sources.values()) and not p.classifier.model:
             sides = {s.quality for s in p.sources.values()}
             if not {"reference", "crawl"} <= sides:
-                fail("pipeline.sources", "a mix source has select=pareto, so a quality classifier is trained, but no "
+                fail("pipeline.sources", "a mix source has select=pareto or top, so a quality classifier is trained, but no "
                      "source is its " + ("reference" if "reference" not in sides else "crawl") + " side",
                      "set pipeline.sources.<name>.quality=reference on a reference source and =crawl on a crawl one, "
                      "or pass pipeline.classifier.model=PREFIX.model")
