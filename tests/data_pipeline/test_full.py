@@ -16,6 +16,8 @@ from data_pipeline.config import load
 
 # the kit's crawl unfiltered (the FineWeb preset keeps 6 of its 847 records: too few to mix), a small BPE
 SETTINGS = ["pipeline=full", "executor.tasks=2", "progress=false", "pipeline.sources.crawl.filters=none",
+            # the kit's crawl without its 2,465 documentation pages (quickstart runs them): a shorter test
+            "pipeline.sources.crawl.inputs=[{paths:[pywb_warcs],format:warc},{paths:[chardet_tests],format:pages}]",
             "mix.sources.crawl.max_epochs=50", "mix.sources.books.share=0.3", "mix.total_tokens=3e5",
             "pipeline.tokenizer.vocab_size=2000", "pipeline.tokenizer.character_coverage=0.98",
             "pipeline.tokenizer.sample_bytes=4000000"]
