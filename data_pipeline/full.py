@@ -211,7 +211,11 @@ class Plan:
             texts.extend(docs)
         config = TokenizerTrainConfig(vocab_size=t.vocab_size, sample_bytes=0, seed=t.seed, num_threads=t.num_threads,
                                       character_coverage=t.character_coverage)
-        train_tokenizer(texts, t.vocab_size, prefix, config, files=False)
+        try:
+            train_tokenizer(texts, t.vocab_size, prefix, config, files=False)
+        except ValueError as exc:
+            raise ConfigError(f"pipeline.tokenizer: {exc} (pipeline.tokenizer.vocab_size, "
+                              "pipeline.tokenizer.character_coverage)") from None
         with open(f"{folder}/sample.json", "w") as f:
             json.dump(sample, f, indent=2)
         _work_finished(folder)

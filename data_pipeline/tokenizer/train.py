@@ -185,6 +185,11 @@ def train_tokenizer(
     try:
         spm.SentencePieceTrainer.train(sentence_iterator=sentences(), model_writer=model, **spm_options(config))
     except RuntimeError as exc:
+        if "Vocabulary size is smaller than required_chars" in str(exc):
+            chars = str(exc).split(" vs ")[-1].split(".")[0]
+            raise ValueError(f"vocab_size={config.vocab_size} cannot hold the {chars} distinct characters that "
+                             f"character_coverage={config.character_coverage} keeps in the vocabulary; raise "
+                             "vocab_size or lower character_coverage (rarer characters then use byte fallback)") from None
         if "Vocabulary size too high" not in str(exc):
             raise
         raise ValueError(f"vocab_size={config.vocab_size} is more than {counts['bytes']} bytes of training text can "

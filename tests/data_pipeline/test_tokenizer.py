@@ -371,3 +371,11 @@ def test_documents_longer_than_a_file_name_are_text_not_paths(tmp_path):
     docs = [" ".join("".join(rng.choice(list("abcdefghij"), 5)) for _ in range(100)) for _ in range(200)]
     model = train_tokenizer(docs, 400, tmp_path / "tok", TokenizerTrainConfig(num_threads=1))
     assert model.is_file()
+
+
+def test_too_many_characters_for_the_vocabulary_names_the_fix(tmp_path):
+    from data_pipeline.tokenizer.train import train_tokenizer
+
+    text = "".join(chr(0x4E00 + i) for i in range(2000)) * 3  # 2,000 CJK characters, each frequent enough
+    with pytest.raises(ValueError, match="raise vocab_size or lower character_coverage"):
+        train_tokenizer([text, text[::-1]], 300, tmp_path / "tok")
