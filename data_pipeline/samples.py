@@ -305,19 +305,27 @@ def _apt_download(name: str, spec: SampleSpec, dest: Path, cache_dir: Path) -> P
         if proc.returncode == 0 and len(debs) == 1:
             return debs[0]
         said = (proc.stdout + proc.stderr).strip()[-2000:]
-        if _apt_has_lists():
+        has_lists = _apt_has_lists()
+        # lists older than the pin (an image built before the pinned security update) are refreshed the same way
+        stale = has_lists and spec.version not in _apt_versions(spec.package)
+        if has_lists and not stale:
             break
         if os.geteuid() == 0 and not _apt_updated:
             _apt_updated = True
-            print("[samples] apt has no package lists; running `apt-get update` once (we are root)", file=sys.stderr)
+            why = "lists do not serve the pinned version" if stale else "has no package lists"
+            print(f"[samples] apt {why}; running `apt-get update` once (we are root)", file=sys.stderr)
             update = subprocess.run(["apt-get", "update", "-q"], capture_output=True, text=True)
             if update.returncode == 0 and _apt_has_lists():
                 continue
+            if stale:
+                break
             said = (update.stdout + update.stderr).strip()[-2000:]
             raise SampleError(f"sample {name!r}: apt has no package lists, even after `apt-get update` (run here "
                               f"as root, exit {update.returncode}). Check that the apt sources (/etc/apt/sources.list, "
                               f"/etc/apt/sources.list.d/) name a Debian source this machine can reach, or supply the "
                               f".deb by hand: {by_hand}.\napt-get update said:\n{said}")
+        if stale:
+            break
         raise SampleError(f"sample {name!r}: apt has no package lists, so `apt-get download {requirement}` cannot "
                           f"work. Run `sudo apt-get update` (or supply the .deb by hand: {by_hand}).")
     served = _apt_versions(spec.package)
@@ -326,8 +334,9 @@ def _apt_download(name: str, spec: SampleSpec, dest: Path, cache_dir: Path) -> P
                    "version: check that this machine can reach its apt sources (proxy?)")
     elif served:
         problem = (f"the pinned version {requirement} is no longer served by your apt sources (they serve "
-                   f"{', '.join(served)}); supply the pinned .deb by hand: {by_hand}; or, to move the pin, set "
-                   "version, archive and both sha256 of this sample in data_pipeline/samples.py")
+                   f"{', '.join(served)}; if the lists are old, `sudo apt-get update` may bring it); supply the "
+                   f"pinned .deb by hand: {by_hand}; or, to move the pin, set version, archive and both sha256 of "
+                   "this sample in data_pipeline/samples.py")
     else:
         problem = (f"apt's package lists know no package {spec.package!r} (this sample is pinned to Debian 12 "
                    f"\"bookworm\"); if the lists are old, run `sudo apt-get update`; otherwise supply the .deb by "

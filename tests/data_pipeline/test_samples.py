@@ -7,6 +7,7 @@ import dataclasses
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -194,6 +195,29 @@ def test_debian_version_no_longer_served_names_the_pin_and_the_way_by_hand(tmp_p
     assert REGISTRY[DEB].version in msg  # what apt does serve
     assert "--deb FILE" in msg and str(tmp_path / "debs" / REGISTRY[DEB].archive) in msg
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_apt
+@pytest.mark.skipif(os.geteuid() != 0, reason="the automatic `apt-get update` runs only as root")
+def test_stale_package_lists_are_updated_once(tmp_path, monkeypatch, capsys):
+    """Lists older than the pin (python_docs is pinned to a bookworm-security update; these lists lack the
+    security suite) are refreshed with one `apt-get update` and the download goes through."""
+    root = tmp_path / "apt"
+    (root / "lists" / "partial").mkdir(parents=True)
+    (root / "cache" / "archives" / "partial").mkdir(parents=True)
+    for f in Path("/var/lib/apt/lists").glob("*"):
+        if f.is_file() and "security" not in f.name and f.name != "lock":
+            shutil.copy(f, root / "lists" / f.name)
+    conf = root / "apt.conf"
+    conf.write_text(f'Dir::State::Lists "{root}/lists";\nDir::Cache "{root}/cache";\n')
+    monkeypatch.setenv("APT_CONFIG", str(conf))
+    spec = REGISTRY["python_docs"]
+    if spec.version in samples._apt_versions(spec.package):
+        pytest.skip("this machine's lists have no security suite to leave out")
+    monkeypatch.setattr(samples, "_apt_updated", False)
+    path = fetch(["python_docs"], cache_dir=tmp_path / "cache")["python_docs"]
+    assert "lists do not serve the pinned version; running `apt-get update` once" in capsys.readouterr().err
+    assert manifest_sha256(path) == spec.sha256
 
 
 @needs_apt

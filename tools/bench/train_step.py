@@ -147,7 +147,7 @@ def measure_peers(args, work: Path) -> list[dict]:
     for r in range(args.repeat):
         for arm in args.arms:
             out = work / f"{arm}_{r}.json"
-            _launch(1, [str(Path(__file__)), "--peer", arm, args.shapes[0], str(args.seq), str(args.batch),
+            _launch(1, [*_SELF, "--peer", arm, args.shapes[0], str(args.seq), str(args.batch),
                         str(args.vocab), str(args.steps), str(out), *args.overrides])
             res = json.loads(out.read_text())
             warm = 1 if args.steps > 1 else 0  # the first step pays one-off costs
@@ -228,6 +228,11 @@ def bare(overrides: list[str], steps: int, out: str) -> None:
     runtime.destroy()
 
 
+# as a module, not as tools/bench/train_step.py: a script's folder goes first on sys.path, and this folder's
+# tokenize.py would shadow the standard library's tokenize (inspect, and so numpy, fail to import)
+_SELF = ["-m", "tools.bench.train_step"]
+
+
 def _launch(nproc: int, args: list[str]) -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // nproc)), PYTHONWARNINGS="ignore",
                WANDB_SILENT="true")
@@ -239,7 +244,7 @@ def _launch(nproc: int, args: list[str]) -> None:
 def measure(shape: str, nproc: int, steps: int, data: list[str], extra: list[str], work: Path) -> dict:
     overrides = [*SHAPE_OVERRIDES[shape], *data, *extra]
     out = work / f"bare_{shape}.json"
-    _launch(nproc, [str(Path(__file__)), "--bare", str(steps), str(out), *overrides])
+    _launch(nproc, [*_SELF, "--bare", str(steps), str(out), *overrides])
     bare_res = json.loads(out.read_text())
     run_dir = work / f"ours_{shape}"
     _launch(nproc, ["-m", "pretrain", *overrides, f"train.iters={steps}", "train.eval_iters=0",
