@@ -146,6 +146,8 @@ def _markdown(card: dict) -> str:
     for name, s in m["sources"].items():
         lines.append(f"| {name} | {s['target_share']:.4f} | {s['realised_share']:.4f} | {s['target_tokens']:,} | "
                      f"{s['realised_tokens']:,} | {s['epochs']:.3f} | {s['max_epochs']:g} | {s['available_tokens']:,} |")
+    notes = [s["note"] for s in m["sources"].values() if s.get("note")]
+    lines += ["", *(f"Note: {n}." for n in notes)] if notes else []
     t = card["tokenizer"]
     lines += ["", "## Tokenizer", "", f"`{t['model']}`: vocabulary {t['vocab_size']}, sha256 `{t['sha256']}`, trained "
               f"on {t['training_bytes'] or 0:,} bytes.", ""]

@@ -34,6 +34,7 @@ import os
 import numpy as np
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.writers.jsonl import JsonlWriter
+from loguru import logger
 
 from data_pipeline.config import ConfigError, StageConfig
 from data_pipeline.dedup.minhash import hash64
@@ -43,6 +44,9 @@ from data_pipeline.stages.base import Books, MixRole, Pipeline, ReaderRole, Stag
 from data_pipeline.stages.inputs import build_readers, input_listing
 
 BINS = 1 << 14
+# a source whose planned tokens miss its target by more than this share of the total gets a note (plan.json, the
+# manifest, the data card and the log): its documents are too few or too large to apportion a fractional epoch
+SHARE_TOLERANCE = 0.001
 # one record per scored document of a select=top source, written by the count pipeline
 KEY = np.dtype([("source", "<i4"), ("bin", "<i4"), ("tokens", "<i8"), ("score", "<f8"), ("tie", "<u8")])
 
@@ -204,6 +208,12 @@ def solve(counts: np.ndarray, sources: list[str], shares: list[float], caps: lis
                       "available_documents": docs, "epochs": epochs, "full_epochs": full, "threshold_bin": threshold,
                       "planned_tokens": planned, "planned_documents": full * docs + int(doc_hist[:threshold].sum()),
                       "max_epochs": caps[s]}
+        if abs(planned - target) > SHARE_TOLERANCE * total:
+            plan[name]["note"] = (
+                f"source {name} gets a share of {planned / total:.4f} instead of {shares[s]:.4f} ({planned:,} tokens "
+                f"for a target of {target:,.0f}): its fractional epoch ({epochs - full:.3f}) is taken by whole "
+                f"documents and it has {docs:,} of {tokens / docs:,.0f} tokens on average. Fix: cut its text into "
+                f"more documents (a .txt book: input.txt_docs=paragraph), or set its share to the realised one")
     if problems:
         raise ConfigError("mix: " + "; ".join(problems))
     return plan
@@ -225,6 +235,9 @@ class MixPlan(_MixStep):
         plan = solve(counts, self.sources, self.shares, self.caps, self.total)
         for name, info in chosen.items():
             plan[name]["top"] = info
+        for p in plan.values():
+            if "note" in p:
+                logger.warning(p["note"])
         tmp = f"{self.out}/plan.json.tmp"
         with open(tmp, "w") as f:
             json.dump({"total_tokens": self.total, "sources": plan}, f, indent=1)
@@ -345,5 +358,7 @@ class MixStage(Stage):
                 "characters_written": int(books.extra.get(f"mix_chars.{name}", 0)),
                 "validation_documents": int(books.extra.get(f"mix_valid.{name}", 0)),
             }
+            if "note" in p:
+                rows[name]["note"] = p["note"]
         return {"mix": {"total_tokens": total, "realised_tokens": sum(r["realised_tokens"] for r in rows.values()),
                         "sources": rows, "consistent": not problems, "consistency_problem": "; ".join(problems)}}

@@ -114,6 +114,21 @@ def test_solve_fractional_epoch_threshold_is_the_closest_bin():
         solve(counts, ["a"], [1.0], [3.0], 3.3 * hist.sum())
 
 
+def test_a_share_that_whole_documents_cannot_realise_gets_a_note():
+    """One large document cannot take a fractional epoch: the plan says so, with the fix; a source of many small
+    documents realises its share and gets no note."""
+    counts = np.zeros((2, 2 + 2 * BINS), np.int64)
+    counts[0, 0], counts[0, 1], counts[0, 2 + 100], counts[0, 2 + BINS + 100] = 1, 90_000, 90_000, 1  # one book
+    hist = np.random.default_rng(0).integers(1, 50, BINS)
+    counts[1, 0], counts[1, 1], counts[1, 2:2 + BINS], counts[1, 2 + BINS:] = BINS, hist.sum(), hist, 1
+    total = 0.9 * hist.sum() / 0.9  # the many-documents source at 0.9 of it: below one epoch
+    plan = solve(counts, ["book", "web"], [0.1, 0.9], [3.0, 3.0], total)
+    assert "note" not in plan["web"]
+    note = plan["book"]["note"]
+    assert "source book gets a share of" in note and "1 of 90,000 tokens" in note
+    assert "input.txt_docs=paragraph" in note and "set its share to the realised one" in note
+
+
 def test_quality_sampling_offers_what_gpt3s_rule_keeps(sources, tmp_path):
     """select=pareto: a crawl document enters the mixture when its Pareto(9) draw from hash(id, mix.seed)
     exceeds 1 - quality_score; unscored documents are counted, not silently mixed."""
