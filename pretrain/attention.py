@@ -66,6 +66,10 @@ class SDPAttention(MegatronModule):
         sk = key.shape[0]
         # [s, b, heads, hn] -> [b, heads, s, hn] (a view; the kernel reads strided inputs)
         q, k, v = (x.permute(1, 2, 0, 3) for x in (query, key, value))
+        if v.requires_grad and torch.is_grad_enabled():
+            # megatron's value is a view into the fused QKV projection's output (query and key are new tensors
+            # after RoPE): saved for the backward as it is, it would keep that whole output alive
+            v = v.contiguous()
         mask, causal = None, False
         if attention_mask is not None:
             # megatron's masks are True where attention is NOT allowed; SDPA's boolean masks the opposite

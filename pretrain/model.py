@@ -23,24 +23,7 @@ from megatron.core.transformer.transformer_block import TransformerBlockSubmodul
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from pretrain.config import ModelConfig, ParallelConfig
-
-
-class RMSNorm(torch.nn.Module):
-    """RMSNorm whose weight is marked for megatron's tensor-parallel gradient all-reduce under sequence
-    parallelism (megatron's WrappedTorchNorm refuses sequence parallelism; TE's norm is GPU-only)."""
-
-    def __init__(self, config: TransformerConfig, hidden_size: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = torch.nn.Parameter(torch.ones(hidden_size, dtype=config.params_dtype))
-        # finalize_model_grads all-reduces, over the TP group, the grads of params marked sequence_parallel.
-        setattr(self.weight, "sequence_parallel", config.sequence_parallel)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (x * self.weight.float()).to(dtype)
+from pretrain.layers import RMSNorm, SwiGLU
 
 
 def transformer_config(m: ModelConfig, p: ParallelConfig, bf16: bool) -> TransformerConfig:
@@ -56,6 +39,9 @@ def transformer_config(m: ModelConfig, p: ParallelConfig, bf16: bool) -> Transfo
         layernorm_epsilon=m.norm_eps,
         gated_linear_unit=True,
         activation_func=torch.nn.functional.silu,
+        # the local spec's MLP applies its activation_func submodule (pretrain.swiglu.SwiGLU) to fc1's output;
+        # the Transformer Engine spec keeps megatron's own path
+        use_te_activation_func=m.attention != "te",
         add_bias_linear=False,
         add_qkv_bias=False,
         hidden_dropout=0.0,
@@ -111,6 +97,9 @@ def _layer_spec(config: TransformerConfig, vp_stage: int | None, attention: str)
         layer = get_gpt_layer_with_transformer_engine_spec()
         return TransformerBlockSubmodules(layer_specs=[layer] * n, layer_norm=ModuleSpec(module=TENorm))
     layer = get_gpt_layer_local_spec(normalization="RMSNorm")
+    # our SwiGLU keeps only fc1's output for the backward (megatron's unfused glu keeps three tensors);
+    # megatron's MLP calls it when config.use_te_activation_func is set (transformer_config does, for this spec)
+    layer.submodules.mlp.submodules.activation_func = ModuleSpec(module=SwiGLU)
     norm = ModuleSpec(module=RMSNorm)
     layer.submodules.input_layernorm = norm
     layer.submodules.pre_mlp_layernorm = norm
