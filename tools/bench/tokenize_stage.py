@@ -1,7 +1,7 @@
 """stage=tokenize benchmark: the whole stage (CLI, executor, encode + merge) against raw sentencepiece encode.
 
     python -m tools.bench.tokenize_stage [--runs 3] [--mb 4] [--scale 10] [--vocab 4096] [--tasks 1 2] \
-        [--out bench-tokenize-stage.json]
+        [--baseline /path/to/another/checkout] [--out bench-tokenize-stage.json]
 
 Input: ``.jsonl.zst`` shards shaped like a mix stage's output (``documents/<source>-NNNNN.jsonl.zst`` and
 ``valid/<source>-NNNNN.jsonl.zst``, every record with ``metadata.mix = {source, split[, epoch]}``), at
@@ -24,6 +24,8 @@ Arms, alternated (the order reversed every other run), at each size:
                       already in memory, in this process
   stage, tasks=T      ``python -m data_pipeline stage=tokenize ... executor.tasks=T`` as a subprocess (a fresh
                       output.dir each time): Python start-up, imports, the encode pipeline and the merge
+  baseline stage      with --baseline DIR: the same command run from another checkout (tasks=1), e.g. the
+                      code before a change, in the same alternated runs
 CPU time of the stage arm is the subprocess's and all of its descendants' (``os.wait4``: its pool workers
 included); peak RSS is the largest VmHWM of any process of that tree (/proc, polled every 20 ms: the biggest
 task's, or the CLI process's when it runs the task itself, tasks=1). MB is UTF-8 bytes
@@ -186,14 +188,15 @@ class PeakRss:
         return self.peak
 
 
-def run_stage(model: Path, data: Path, out: Path, tasks: int) -> tuple[float, float, int]:
-    """(wall s, CPU s of the process tree, peak RSS KiB of its largest process)."""
+def run_stage(model: Path, data: Path, out: Path, tasks: int, checkout: Path | None = None) -> tuple[float, float, int]:
+    """(wall s, CPU s of the process tree, peak RSS KiB of its largest process). ``checkout``: run another
+    checkout's code (``python -m`` puts the working directory first on sys.path)."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "data_pipeline", "stage=tokenize", f"tokenize.tokenizer={model}",
            f"input.paths=[{data / 'documents'},{data / 'valid'}]", "input.format=jsonl",
            f"executor.tasks={tasks}", f"output.dir={out}", "progress=false"]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=checkout)
     rss = PeakRss(proc.pid)
     output = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -222,6 +225,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", type=float, default=10.0, help="the large input is this many times the small")
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--tasks", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another checkout (e.g. the main branch) whose stage runs as one more arm, tasks=1")
     ap.add_argument("--work", type=Path, default=None, help="keep the inputs and outputs here (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
@@ -247,6 +252,8 @@ def main(argv=None) -> int:
             texts = write_mix_like(take(everything, mb), work / f"in-{label}")
             inputs[label] = {"texts": texts, "mb": sum(len(t.encode("utf-8")) for t in texts) / 1e6}
         arms = ["raw sentencepiece (1 thread)"] + [f"stage, tasks={t}" for t in args.tasks]
+        if args.baseline:
+            arms.append("baseline stage, tasks=1")
         wall = {(a, s): [] for a in arms for s in sizes}
         cpu = {(a, s): [] for a in arms for s in sizes}
         rss = {(a, s): [] for a in arms for s in sizes}
@@ -261,7 +268,8 @@ def main(argv=None) -> int:
                     cpu[arm, size].append(_self_cpu() - c0)
                 else:
                     tasks = int(arm.rsplit("=", 1)[1])
-                    w, c, r = run_stage(model, work / f"in-{size}", work / f"out-{size}-{tasks}", tasks)
+                    checkout = args.baseline.resolve() if arm.startswith("baseline") else None
+                    w, c, r = run_stage(model, work / f"in-{size}", work / f"out-{size}-{tasks}", tasks, checkout)
                     wall[arm, size].append(w)
                     cpu[arm, size].append(c)
                     rss[arm, size].append(r)
