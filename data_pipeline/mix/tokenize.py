@@ -7,9 +7,12 @@ Two pipelines (N = executor.tasks):
 
     encode (N)  each task encodes its files (tokens + EOD, as data_pipeline.tokenizer.encode does) into one
                 .bin/.idx per (split, source) it meets: work/<split>/<source>-<task>; the source and split come
-                from ``metadata.mix`` (a mix stage's output) or are ``documents`` / ``train``
-    merge (1)   per (split, source) the task files concatenated in task order (megatron's
-                IndexedDatasetBuilder.add_index) into ``<split>/<source>_text_document.bin/.idx`` with a
+                from ``metadata.mix`` (a mix stage's output) or are ``documents`` / ``train``. Batches of about
+                256 Ki characters go to sentencepiece's list encode (1 thread); the files are written with
+                numpy in megatron's format (data_pipeline.tokenizer.mmidx): tasks never import torch/megatron
+    merge (1)   per (split, source) the task files concatenated in task order (the .bin files copied and the
+                index arrays joined: what megatron's IndexedDatasetBuilder.add_index would write, byte for byte)
+                into ``<split>/<source>_text_document.bin/.idx`` with a
                 ``.json`` of its documents, tokens and the tokenizer's sha256 (the trainer checks it), and
                 ``blend.json``: Megatron's per-split data args ({"train": [weight, prefix, ...], "valid": ...,
                 "test": []}) with weights = tokens, i.e. the mixture's realised token shares
@@ -39,12 +42,17 @@ def _sha256(path: str) -> str:
 
 
 class Encode(PipelineStep):
+    """Documents into one .bin/.idx per (split, source), encoded in batches (sentencepiece's list API, one
+    thread: a task is one core) and written with numpy (data_pipeline.tokenizer.mmidx): no torch or megatron
+    in the task, and memory bounded by the batch (``batch_bytes`` of text), not by the input."""
+
     type = "🔢 - TOKENIZE"
     name = "encode"
 
-    def __init__(self, work: str, tokenizer: str):
+    def __init__(self, work: str, tokenizer: str, batch_bytes: int = 1 << 18, batch_documents: int = 1024):
         super().__init__()
         self.work, self.tokenizer = work, tokenizer
+        self.batch_bytes, self.batch_documents = batch_bytes, batch_documents
 
     def outputs_ok(self, rank: int) -> bool:
         from data_pipeline.tokenizer.validate import IndexedDatasetError, validate_indexed_dataset
@@ -60,37 +68,61 @@ class Encode(PipelineStep):
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         import sentencepiece as spm
-        from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
+
+        from data_pipeline.tokenizer.mmidx import TokenShardWriter, optimal_dtype
 
         sp = spm.SentencePieceProcessor(model_file=self.tokenizer)
-        eod, dtype = sp.eos_id(), DType.optimal_dtype(sp.vocab_size())
-        builders: dict[tuple[str, str], IndexedDatasetBuilder] = {}
-        for doc in data or ():
-            mix = doc.metadata.get("mix") if isinstance(doc.metadata.get("mix"), dict) else {}
-            split, source = str(mix.get("split", "train")), str(mix.get("source", "documents"))
-            self.stat_update("tokenize_documents")
-            if not doc.text:
-                self.stat_update("dropped_empty")
-                continue
-            with self.track_time():
-                ids = sp.encode(doc.text)
+        eod, dtype = sp.eos_id(), optimal_dtype(sp.vocab_size())
+        writers: dict[tuple[str, str], TokenShardWriter] = {}
+
+        def flush(keys: list[tuple[str, str]], texts: list[str]) -> None:
+            with self.track_time(unit="batch"):
+                encoded = sp.encode(texts, out_type=int, num_threads=1)
+            by_key: dict[tuple[str, str], list[list[int]]] = {}
+            for key, ids in zip(keys, encoded):
                 ids.append(eod)
-            key = (split, source)
-            if key not in builders:
-                os.makedirs(f"{self.work}/{split}", exist_ok=True)
-                builders[key] = IndexedDatasetBuilder(f"{self.work}/{split}/.{source}-{rank:05d}.tmp.bin", dtype=dtype)
-            builders[key].add_document(np.asarray(ids, dtype=dtype), [len(ids)])
-            self.stat_update("tokenize_kept")
-            self.stat_update(f"tokenize_tokens.{split}.{source}", value=len(ids))
-            self.stat_update(f"tokenize_documents.{split}.{source}")
-        prefixes = []
-        for (split, source), builder in sorted(builders.items()):
-            tmp = f"{self.work}/{split}/.{source}-{rank:05d}.tmp"
-            builder.finalize(f"{tmp}.idx")
-            final = f"{split}/{source}-{rank:05d}"
-            os.replace(f"{tmp}.bin", f"{self.work}/{final}.bin")
-            os.replace(f"{tmp}.idx", f"{self.work}/{final}.idx")
-            prefixes.append(final)
+                by_key.setdefault(key, []).append(ids)
+            for key, docs in by_key.items():
+                if key not in writers:
+                    os.makedirs(f"{self.work}/{key[0]}", exist_ok=True)
+                    writers[key] = TokenShardWriter(f"{self.work}/{key[0]}/{key[1]}-{rank:05d}", dtype)
+                tokens = writers[key].add_documents(docs)
+                self.stat_update(f"tokenize_tokens.{key[0]}.{key[1]}", value=tokens, unit="batch")
+                self.stat_update(f"tokenize_documents.{key[0]}.{key[1]}", value=len(docs), unit="batch")
+            self.stat_update("tokenize_kept", value=len(texts), unit="batch")
+
+        keys, texts, size, seen, empty = [], [], 0, 0, 0
+        try:
+            for doc in data or ():
+                seen += 1
+                text = doc.text
+                if not text:
+                    empty += 1
+                    continue
+                mix = doc.metadata.get("mix")
+                if isinstance(mix, dict):
+                    keys.append((str(mix.get("split", "train")), str(mix.get("source", "documents"))))
+                else:
+                    keys.append(("train", "documents"))
+                texts.append(text)
+                size += len(text)
+                if size >= self.batch_bytes or len(texts) >= self.batch_documents:
+                    flush(keys, texts)
+                    keys, texts, size = [], [], 0
+            if texts:
+                flush(keys, texts)
+            if seen:
+                self.stat_update("tokenize_documents", value=seen, unit="task")
+            if empty:
+                self.stat_update("dropped_empty", value=empty, unit="task")
+            prefixes = []
+            for (split, source), writer in sorted(writers.items()):
+                writer.finalize()
+                prefixes.append(f"{split}/{source}-{rank:05d}")
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            raise
         os.makedirs(f"{self.work}/listing", exist_ok=True)
         with open(f"{self.work}/listing/{rank:05d}.json.tmp", "w") as f:
             json.dump(prefixes, f)
@@ -100,6 +132,10 @@ class Encode(PipelineStep):
 
 
 class Merge(PipelineStep):
+    """Per (split, source) the task files concatenated in task order (mmidx.merge_shards: the .bin files
+    copied, the index arrays joined; byte for byte what megatron's ``IndexedDatasetBuilder.add_index`` gives,
+    without its torch import and its ``gc.collect()`` per file), then each one's .json and blend.json."""
+
     type = "🔢 - TOKENIZE"
     name = "merge"
 
@@ -109,10 +145,11 @@ class Merge(PipelineStep):
 
     def run(self, data, rank: int = 0, world_size: int = 1):
         import sentencepiece as spm
-        from megatron.core.datasets.indexed_dataset import DType, IndexedDataset, IndexedDatasetBuilder
+
+        from data_pipeline.tokenizer.mmidx import merge_shards, optimal_dtype
 
         sp = spm.SentencePieceProcessor(model_file=self.tokenizer)
-        dtype = DType.optimal_dtype(sp.vocab_size())
+        dtype = optimal_dtype(sp.vocab_size())
         sha = _sha256(self.tokenizer)
         parts: dict[tuple[str, str], list[str]] = {}
         for t in range(self.tasks):
@@ -124,16 +161,9 @@ class Merge(PipelineStep):
         for (split, source), prefixes in sorted(parts.items()):
             final = f"{self.out}/{split}/{source}_text_document"
             os.makedirs(os.path.dirname(final), exist_ok=True)
-            builder = IndexedDatasetBuilder(f"{final}.tmp.bin", dtype=dtype)
-            for prefix in prefixes:
-                builder.add_index(prefix)
-            builder.finalize(f"{final}.tmp.idx")
-            os.replace(f"{final}.tmp.bin", f"{final}.bin")
-            os.replace(f"{final}.tmp.idx", f"{final}.idx")
-            ds = IndexedDataset(final, mmap=True)
-            tokens = int(ds.sequence_lengths.sum())
+            documents, tokens = merge_shards(prefixes, final, dtype)
             with open(f"{final}.json", "w") as f:
-                json.dump({"documents": len(ds), "tokens": tokens, "split": split, "source": source,
+                json.dump({"documents": documents, "tokens": tokens, "split": split, "source": source,
                            "tokenizer_model": os.path.abspath(self.tokenizer), "tokenizer_sha256": sha,
                            "vocab_size": sp.vocab_size(), "eod_id": sp.eos_id(), "dtype": np.dtype(dtype).name}, f,
                           indent=1)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from megatron.core.datasets.indexed_dataset import _INDEX_HEADER, DType
-
-_HEADER_BYTES = len(_INDEX_HEADER) + 8 + 1 + 8 + 8  # magic, version, dtype code, sequences, document indices
+from data_pipeline.tokenizer.mmidx import HEADER_BYTES as _HEADER_BYTES  # magic, version, dtype, counts
+from data_pipeline.tokenizer.mmidx import INDEX_HEADER as _INDEX_HEADER
+from data_pipeline.tokenizer.mmidx import dtype_from_code
 _REBUILD = "re-create it with `python -m data_pipeline.tokenizer encode ... output.prefix={prefix}`"
 
 
@@ -51,7 +51,7 @@ def validate_indexed_dataset(prefix: str | Path) -> IndexedDatasetInfo:
             raise IndexedDatasetError(f"{idx_path} is not a Megatron index (magic {magic!r}, version {version}); "
                                       f"{fix}")
         try:
-            dtype = DType.dtype_from_code(code)
+            dtype = dtype_from_code(code)
         except ValueError:
             raise IndexedDatasetError(f"{idx_path} has an unknown token dtype code {code}; {fix}") from None
         expected = _HEADER_BYTES + 12 * n_seq + 8 * n_doc_idx
