@@ -13,10 +13,10 @@ sentencepiece uses as its space symbol and decodes to a space):
 
 Which pieces the BPE may learn (``TokenizerTrainConfig``; encoding never splits the text, so these only shape
 the vocabulary): by default pieces may span words and scripts (split_by_whitespace=False,
-split_by_unicode_script=False: "▁of▁the", "(self", ".\n▁▁▁▁" are possible pieces), digits stay one per piece,
+split_by_unicode_script=False: "▁of▁the", "(self", "):\n▁▁▁▁if" are possible pieces), digits stay one per piece,
 at most 16 characters. Spanning words compresses held-out text better than a byte-level BPE of the same vocab
 (README, "Tokenizer") but sentencepiece then keeps every sampled byte's pair positions: training needs about
-SPAN_TRAIN_BYTES_PER_BYTE bytes of memory per sampled byte (measured 39), against ~14 on code with the old
+SPAN_TRAIN_BYTES_PER_BYTE bytes of memory per sampled byte (measured 38-39), against ~13 on code with the old
 word-bounded settings. So that mode samples 250 MB by default (1 GB when pieces stay inside words), and
 ``check_memory`` fails before training, naming train.sample_bytes, when the estimate does not fit.
 
@@ -58,9 +58,9 @@ from data_pipeline.tokenizer.documents import ReadStats, iter_records
 UNK_ID, BOS_ID, EOS_ID, PAD_ID = 0, 1, 2, 3
 EOD_ID = EOS_ID
 
-# Peak training memory per sampled UTF-8 byte when pieces may span words (split_by_whitespace=False): 39.1 MB
-# of RSS per MB sampled, the slope from 16 to 128 MB of distinct Python (tools/bench/tokenize_settings.py),
-# rounded up. Every training unit is then one "word", so it does not depend on the text.
+# Peak training memory per sampled UTF-8 byte when pieces may span words (split_by_whitespace=False): 37.6-39.1
+# MB of RSS per MB sampled, the slopes from 16 to 64 and to 128 MB of distinct Python
+# (tools/bench/tokenize_settings.py), rounded up. Every training unit is then one "word", so it does not depend on the text.
 SPAN_TRAIN_BYTES_PER_BYTE = 40
 SPAN_SAMPLE_BYTES = 250_000_000  # the default sample when pieces span words: ~10 GB of training memory
 WORD_SAMPLE_BYTES = 1_000_000_000  # the default sample when pieces stay inside words (split_by_whitespace=True)
@@ -86,7 +86,7 @@ class TokenizerTrainConfig:
     # The settings before pieces could span words: split_by_unicode_script=true split_by_whitespace=true
     split_digits: bool = True  # every digit its own piece (as Llama); False: digit runs such as "2024" may merge
     max_piece_length: int = 16  # characters per piece (sentencepiece's max_sentencepiece_length)
-    split_by_unicode_script: bool = False  # True: a piece holds one script, so no "(self", "),", ".\n"
+    split_by_unicode_script: bool = False  # True: a piece holds one script, so no "(self" or ".append"
     split_by_number: bool = True  # False: digits may join letters ("utf8"; only with split_digits=False)
     split_by_whitespace: bool = False  # True: a space only starts a piece, so no "▁of▁the"; ~1/3 the memory
     check_memory: bool = True  # pieces spanning words: fail before training if the estimate exceeds free memory
