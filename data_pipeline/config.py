@@ -212,10 +212,20 @@ class PipelineSource:
 class PipelineTokenizer:
     model: Optional[str] = None  # an existing sentencepiece .model to use; None: train a BPE on the sources
     vocab_size: int = 32000
-    sample_bytes: int = 1_000_000_000  # UTF-8 bytes sampled, split between the sources by their mix shares
+    # UTF-8 bytes sampled, split between the sources by their mix shares; None: 250 MB when pieces span words
+    # (split_by_whitespace=false, ~40 bytes of training memory per sampled byte), else 1 GB
+    sample_bytes: Optional[int] = None
     seed: int = 1234
     num_threads: int = 8
     character_coverage: float = 0.9995  # the rarest characters left to byte fallback (each needs a vocab id)
+    # which pieces the BPE may learn: TokenizerTrainConfig in data_pipeline/tokenizer/train.py (the settings
+    # before pieces could span words: split_by_unicode_script=true split_by_whitespace=true)
+    split_digits: bool = True
+    max_piece_length: int = 16
+    split_by_unicode_script: bool = False
+    split_by_number: bool = True
+    split_by_whitespace: bool = False
+    check_memory: bool = True
 
 
 @dataclass
@@ -296,7 +306,7 @@ class StageConfig:
         if not p.tokenizer.model and p.tokenizer.vocab_size < 300:
             fail("pipeline.tokenizer.vocab_size", f"{p.tokenizer.vocab_size}", "use 300 or more (byte fallback alone "
                  "takes 260 ids)")
-        if not p.tokenizer.model and p.tokenizer.sample_bytes < 0:
+        if not p.tokenizer.model and p.tokenizer.sample_bytes is not None and p.tokenizer.sample_bytes < 0:
             fail("pipeline.tokenizer.sample_bytes", f"{p.tokenizer.sample_bytes}", "use 0 (everything) or more")
         if m.tokenizer or self.tokenize.tokenizer:
             fail("mix.tokenizer", "pipeline=full sets mix.tokenizer and tokenize.tokenizer itself",

@@ -36,6 +36,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -185,9 +186,12 @@ class Plan:
               flush=True)
 
     def tokenizer_sample_budget(self) -> dict[str, int]:
+        from data_pipeline.tokenizer.train import default_sample_bytes
+
         t, shares = self.cfg.pipeline.tokenizer, {n: s.share for n, s in self.cfg.mix.sources.items()}
         total = sum(shares.values())
-        return {n: int(round(t.sample_bytes * v / total)) for n, v in shares.items()} if t.sample_bytes else \
+        sample_bytes = default_sample_bytes(t.split_by_whitespace) if t.sample_bytes is None else t.sample_bytes
+        return {n: int(round(sample_bytes * v / total)) for n, v in shares.items()} if sample_bytes else \
             {n: 0 for n in shares}
 
     def train_tokenizer(self) -> None:
@@ -210,12 +214,18 @@ class Plan:
                             "bytes": sum(len(d.encode("utf-8")) for d in docs), "budget_bytes": budget[name]}
             texts.extend(docs)
         config = TokenizerTrainConfig(vocab_size=t.vocab_size, sample_bytes=0, seed=t.seed, num_threads=t.num_threads,
-                                      character_coverage=t.character_coverage)
+                                      character_coverage=t.character_coverage, split_digits=t.split_digits,
+                                      max_piece_length=t.max_piece_length,
+                                      split_by_unicode_script=t.split_by_unicode_script,
+                                      split_by_number=t.split_by_number, split_by_whitespace=t.split_by_whitespace,
+                                      check_memory=t.check_memory)
         try:
             train_tokenizer(texts, t.vocab_size, prefix, config, files=False)
-        except ValueError as exc:
-            raise ConfigError(f"pipeline.tokenizer: {exc} (pipeline.tokenizer.vocab_size, "
-                              "pipeline.tokenizer.character_coverage)") from None
+        except ValueError as exc:  # its keys are train.X there, pipeline.tokenizer.X here
+            message = re.sub(r"\btrain\.(?=[a-z_]+)", "pipeline.tokenizer.", str(exc))
+            if "pipeline.tokenizer." not in message:
+                message += " (pipeline.tokenizer.vocab_size, pipeline.tokenizer.character_coverage)"
+            raise ConfigError(f"pipeline.tokenizer: {message}") from None
         with open(f"{folder}/sample.json", "w") as f:
             json.dump(sample, f, indent=2)
         _work_finished(folder)

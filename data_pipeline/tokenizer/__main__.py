@@ -6,7 +6,8 @@
     python -m data_pipeline.tokenizer check PREFIX [PREFIX ...]    # validate .bin/.idx pairs
 
 Keys: data_pipeline/tokenizer/config.py (input.text_key, input.txt_docs=file|paragraph|line, train.num_threads,
-train.seed, train.sample_bytes, train.character_coverage, encode.num_threads).
+train.seed, train.sample_bytes, train.character_coverage, train.split_by_whitespace, train.split_by_unicode_script,
+train.split_digits, train.split_by_number, train.max_piece_length, train.check_memory, encode.num_threads).
 """
 
 from __future__ import annotations

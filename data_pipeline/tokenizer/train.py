@@ -11,6 +11,15 @@ sentencepiece uses as its space symbol and decodes to a space):
   allow_whitespace_only_pieces=True     "    " (code indentation) can be one piece
   split_digits=True                     numbers are spelled digit by digit
 
+Which pieces the BPE may learn (``TokenizerTrainConfig``; encoding never splits the text, so these only shape
+the vocabulary): by default pieces may span words and scripts (split_by_whitespace=False,
+split_by_unicode_script=False: "▁of▁the", "(self", "):\n▁▁▁▁if" are possible pieces), digits stay one per piece,
+at most 16 characters. Spanning words compresses held-out text better than a byte-level BPE of the same vocab
+(README, "Tokenizer") but sentencepiece then keeps every sampled byte's pair positions: training needs about
+SPAN_TRAIN_BYTES_PER_BYTE bytes of memory per sampled byte (measured 38-39), against ~13 on code with the old
+word-bounded settings. So that mode samples 250 MB by default (1 GB when pieces stay inside words), and
+``check_memory`` fails before training, naming train.sample_bytes, when the estimate does not fit.
+
 Special ids: 0 <unk>, 1 <s> (bos), 2 </s> (eos = EOD, appended after every document by encode.py), 3 <pad>.
 All four are control pieces: sentencepiece never produces them from text (a literal "</s>" is text).
 
@@ -40,6 +49,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 import sentencepiece as spm
 
@@ -48,17 +58,41 @@ from data_pipeline.tokenizer.documents import ReadStats, iter_records
 UNK_ID, BOS_ID, EOS_ID, PAD_ID = 0, 1, 2, 3
 EOD_ID = EOS_ID
 
+# Peak training memory per sampled UTF-8 byte when pieces may span words (split_by_whitespace=False): 37.6-39.1
+# MB of RSS per MB sampled, the slopes from 16 to 64 and to 128 MB of distinct Python
+# (tools/bench/tokenize_settings.py), rounded up. Every training unit is then one "word", so it does not depend on the text.
+SPAN_TRAIN_BYTES_PER_BYTE = 40
+SPAN_SAMPLE_BYTES = 250_000_000  # the default sample when pieces span words: ~10 GB of training memory
+WORD_SAMPLE_BYTES = 1_000_000_000  # the default sample when pieces stay inside words (split_by_whitespace=True)
+
+
+def default_sample_bytes(split_by_whitespace: bool) -> int:
+    return WORD_SAMPLE_BYTES if split_by_whitespace else SPAN_SAMPLE_BYTES
+
 
 @dataclass
 class TokenizerTrainConfig:
     vocab_size: int = 32000
     model_type: str = "bpe"
     character_coverage: float = 0.9995  # the rarest 0.05% of characters are left to byte fallback
-    sample_bytes: int = 1_000_000_000  # UTF-8 bytes of documents sampled for training (0: every document)
+    # UTF-8 bytes of documents sampled for training (0: every document); None: 250 MB when pieces span words
+    # (split_by_whitespace=False, ~40 bytes of training memory per sampled byte), else 1 GB
+    sample_bytes: Optional[int] = None
     max_sentence_length: int = 65536  # bytes per training unit (documents are cut at line ends to fit)
     num_threads: int = 8  # part of the result: keep it fixed to reproduce a model
     seed: int = 1234  # the sample's hash key
     max_sample_docs: int = 200  # training documents kept to report bytes/token after training
+    # which pieces the BPE may learn (sentencepiece's names; encoding never splits the text, see hf.py).
+    # The settings before pieces could span words: split_by_unicode_script=true split_by_whitespace=true
+    split_digits: bool = True  # every digit its own piece (as Llama); False: digit runs such as "2024" may merge
+    max_piece_length: int = 16  # characters per piece (sentencepiece's max_sentencepiece_length)
+    split_by_unicode_script: bool = False  # True: a piece holds one script, so no "(self" or ".append"
+    split_by_number: bool = True  # False: digits may join letters ("utf8"; only with split_digits=False)
+    split_by_whitespace: bool = False  # True: a space only starts a piece, so no "▁of▁the"; ~1/3 the memory
+    check_memory: bool = True  # pieces spanning words: fail before training if the estimate exceeds free memory
+
+    def resolved_sample_bytes(self) -> int:
+        return default_sample_bytes(self.split_by_whitespace) if self.sample_bytes is None else self.sample_bytes
 
     def validate(self) -> None:
         if self.vocab_size < 300:
@@ -68,8 +102,10 @@ class TokenizerTrainConfig:
             raise ValueError(f"model_type={self.model_type!r}: use 'bpe' (or 'unigram')")
         if self.num_threads < 1:
             raise ValueError(f"num_threads={self.num_threads} must be >= 1")
-        if self.sample_bytes < 0:
+        if self.sample_bytes is not None and self.sample_bytes < 0:
             raise ValueError(f"sample_bytes={self.sample_bytes} must be >= 0 (0: every document)")
+        if not 1 <= self.max_piece_length <= 512:
+            raise ValueError(f"max_piece_length={self.max_piece_length} must be in 1..512 (sentencepiece's limit)")
         if self.max_sentence_length < 16:
             raise ValueError(f"max_sentence_length={self.max_sentence_length} bytes is too short; use 4096 or more")
 
@@ -127,7 +163,10 @@ def spm_options(config: TokenizerTrainConfig) -> dict:
                 character_coverage=config.character_coverage, input_sentence_size=0,
                 max_sentence_length=config.max_sentence_length, num_threads=config.num_threads,
                 normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False,
-                byte_fallback=True, allow_whitespace_only_pieces=True, split_digits=True,
+                byte_fallback=True, allow_whitespace_only_pieces=True, split_digits=config.split_digits,
+                max_sentencepiece_length=config.max_piece_length,
+                split_by_unicode_script=config.split_by_unicode_script, split_by_number=config.split_by_number,
+                split_by_whitespace=config.split_by_whitespace,
                 unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=PAD_ID, minloglevel=2)
 
 
@@ -151,6 +190,7 @@ def train_tokenizer(
     config = config or TokenizerTrainConfig()
     config = TokenizerTrainConfig(**{**asdict(config), "vocab_size": vocab_size})
     config.validate()
+    config.sample_bytes = config.resolved_sample_bytes()
     output_prefix = Path(output_prefix)
     output_prefix.parent.mkdir(parents=True, exist_ok=True)
 
@@ -180,6 +220,8 @@ def train_tokenizer(
 
     if not sample:
         raise ValueError("no training text: every input document was empty")
+    if config.check_memory and not config.split_by_whitespace:
+        check_training_memory(sum(len(d.encode("utf-8")) for d in sample), config)
     model = io.BytesIO()
     spm.set_random_generator_seed(config.seed)
     try:
@@ -227,6 +269,62 @@ def train_tokenizer(
     _write_atomic(output_prefix.with_name(output_prefix.name + ".json"),
                   (json.dumps(manifest, indent=2) + "\n").encode())
     return model_path
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: MemAvailable, or less where a cgroup (v2 or v1, as Slurm sets for
+    a job) limits it; None where neither can be read."""
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        cgroup = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        cgroup = []
+    for line in cgroup:
+        _, controllers, rel = line.split(":", 2)
+        if controllers == "":  # cgroup v2
+            folder, limit_file, usage_file = Path("/sys/fs/cgroup" + rel), "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):  # cgroup v1
+            folder, limit_file, usage_file = (Path("/sys/fs/cgroup/memory" + rel), "memory.limit_in_bytes",
+                                              "memory.usage_in_bytes")
+        else:
+            continue
+        try:
+            limit, usage = (folder / limit_file).read_text().strip(), int((folder / usage_file).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # "max" or v1's huge number: no limit
+            found.append(int(limit) - usage)
+    return min(found) if found else None
+
+
+def check_training_memory(sample_bytes: int, config: TokenizerTrainConfig, available: int | None = None) -> None:
+    """Pieces spanning words: sentencepiece needs ~SPAN_TRAIN_BYTES_PER_BYTE per sampled byte; fail before
+    training when that is more than this process may allocate."""
+    available = available_memory() if available is None else available
+    need = SPAN_TRAIN_BYTES_PER_BYTE * sample_bytes
+    if available is None or need <= available:
+        return
+    fits = max(0, available) // SPAN_TRAIN_BYTES_PER_BYTE
+    if fits >= 100:  # two significant digits, rounded down
+        step = 10 ** (len(str(fits)) - 2)
+        fits = fits // step * step
+    lower = f"lower train.sample_bytes to {fits} or less, " if fits else ""
+    raise ValueError(
+        f"the training sample is {_size(sample_bytes)} and pieces that span words (split_by_whitespace=false) "
+        f"need about {SPAN_TRAIN_BYTES_PER_BYTE} bytes of memory per sampled byte ({_size(need)}), but "
+        f"{_size(available)} is available; {lower}or set train.split_by_whitespace=true (pieces inside words: "
+        "about a third of the memory, 2-10% more tokens), or run where more memory is free "
+        "(train.check_memory=false skips this check)")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if abs(n) >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def _looks_like_input(item) -> bool:

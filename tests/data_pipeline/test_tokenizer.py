@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,16 @@ def wiki_model(wiki_docs, tmp_path_factory):
     return train_tokenizer(wiki_docs, 4096, out, TokenizerTrainConfig(num_threads=2))
 
 
+# the settings before pieces could span words and scripts (still a config choice)
+WORD_SETTINGS = dict(split_by_whitespace=True, split_by_unicode_script=True)
+
+
+@pytest.fixture(scope="session")
+def wiki_model_words(wiki_docs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok") / "wiki_words"
+    return train_tokenizer(wiki_docs, 4096, out, TokenizerTrainConfig(num_threads=2, **WORD_SETTINGS))
+
+
 def _roundtrip(sp, text: str) -> None:
     decoded = sp.decode(sp.encode(text))
     assert decoded.encode("utf-8") == text.encode("utf-8")
@@ -80,7 +91,7 @@ def test_wiki_lossless(wiki_docs, wiki_model):
     _roundtrip(sp, "\n\n".join(wiki_docs))
 
 
-@pytest.mark.parametrize("model", ["botchan_model", "wiki_model"])
+@pytest.mark.parametrize("model", ["botchan_model", "wiki_model", "wiki_model_words"])
 def test_whitespace_unicode_digits_lossless(model, request):
     sp = spm.SentencePieceProcessor(model_file=str(request.getfixturevalue(model)))
     _roundtrip(sp, TRICKY)
@@ -344,7 +355,7 @@ def test_newline_is_learned_not_byte_fallback(wiki_model):
     assert sp.eos_id() not in sp.encode("text </s> text")  # a literal "</s>" is text
 
 
-@pytest.mark.parametrize("model", ["botchan_model", "wiki_model"])
+@pytest.mark.parametrize("model", ["botchan_model", "wiki_model", "wiki_model_words"])
 def test_hf_tokenizer_json_encodes_identically(model, request, sample_paths, wiki_docs):
     model = request.getfixturevalue(model)
     sp = spm.SentencePieceProcessor(model_file=str(model))
@@ -354,7 +365,9 @@ def test_hf_tokenizer_json_encodes_identically(model, request, sample_paths, wik
     botchan = sample_paths["botchan"].read_bytes().decode()
     lines = botchan.split("\r\n")
     chunks = ["\r\n".join(lines[i:i + 5]) for i in range(0, len(lines), 5)]
-    texts = chunks + wiki_docs + [TRICKY, ODD, "", " ", "\n", "\r\n", "  \t ", "x" * 3000, "\U0001f600" * 5]
+    code = [Path(json.__file__).read_text(), Path(shutil.__file__).read_text()]  # Python: indentation runs, "(self", "):\n"
+    texts = chunks + wiki_docs + code + [TRICKY, ODD, "", " ", "\n", "\r\n", "  \t ", "x" * 3000,
+                                         "\U0001f600" * 5, "of the of the  of  the", "a \u2581 b\u2581\u2581c"]
     assert len(chunks) > 700
     for text in texts:
         ids = sp.encode(text)
@@ -379,3 +392,65 @@ def test_too_many_characters_for_the_vocabulary_names_the_fix(tmp_path):
     text = "".join(chr(0x4E00 + i) for i in range(2000)) * 3  # 2,000 CJK characters, each frequent enough
     with pytest.raises(ValueError, match="raise vocab_size or lower character_coverage"):
         train_tokenizer([text, text[::-1]], 300, tmp_path / "tok")
+
+
+def test_pieces_span_words_and_scripts_by_default(wiki_model, wiki_model_words, sample_paths):
+    """The default (split_by_whitespace=False, split_by_unicode_script=False) learns pieces across spaces and
+    between letters and punctuation; the word-bounded settings do not. Digits stay one per piece in both."""
+    def pieces(model):
+        sp = spm.SentencePieceProcessor(model_file=str(model))
+        return sp, [sp.id_to_piece(i) for i in range(sp.vocab_size()) if sp.is_unused(i) is False]
+
+    sp, span = pieces(wiki_model)
+    sp_words, words = pieces(wiki_model_words)
+    assert any("\u2581" in p.strip("\u2581") for p in span)  # e.g. "▁of▁the"
+    assert not any("\u2581" in p[1:] and p.strip("\u2581") for p in words)  # a space only starts a piece
+    assert any(p[0] in "(,." and p[-1].isalpha() for p in span if len(p) > 1)
+    for model_sp in (sp, sp_words):
+        assert all(len(model_sp.decode([i])) == 1 for i in model_sp.encode("20241123"))
+    lines = sample_paths["botchan"].read_bytes().decode().split("\r\n")
+    held = ["\r\n".join(lines[i:i + 5]) for i in range(0, len(lines), 5)]
+    tokens = {name: sum(map(len, m.encode(held))) for name, m in (("span", sp), ("words", sp_words))}
+    assert tokens["span"] < 0.98 * tokens["words"], tokens  # held out: 2.94 vs 2.82 bytes/token on the bench
+    manifest = json.loads(wiki_model.with_suffix(".json").read_text())
+    assert manifest["config"]["split_by_whitespace"] is False and manifest["config"]["sample_bytes"] == 250_000_000
+    manifest = json.loads(wiki_model_words.with_suffix(".json").read_text())
+    assert manifest["config"]["sample_bytes"] == 1_000_000_000
+
+
+def test_sample_bytes_default_depends_on_the_mode():
+    assert TokenizerTrainConfig().resolved_sample_bytes() == 250_000_000
+    assert TokenizerTrainConfig(split_by_whitespace=True).resolved_sample_bytes() == 1_000_000_000
+    assert TokenizerTrainConfig(sample_bytes=0).resolved_sample_bytes() == 0
+    assert TokenizerTrainConfig(sample_bytes=123, split_by_whitespace=True).resolved_sample_bytes() == 123
+    with pytest.raises(ValueError, match="max_piece_length=0"):
+        TokenizerTrainConfig(max_piece_length=0).validate()
+
+
+def test_memory_check_names_sample_bytes_and_the_fix(tmp_path, monkeypatch, capsys):
+    """Pieces spanning words need ~40 bytes per sampled byte: training that cannot fit fails before
+    sentencepiece starts, naming train.sample_bytes (with a size that fits) and the other ways out."""
+    from data_pipeline.tokenizer import train as train_mod
+
+    real_available = train_mod.available_memory
+    rng = np.random.default_rng(1)
+    docs = [" ".join("".join(rng.choice(list("abcdefghij"), 5)) for _ in range(100)) for _ in range(200)]  # 120 KB
+    monkeypatch.setattr(train_mod, "available_memory", lambda: 2_000_000)  # 2 MB free
+    with pytest.raises(ValueError, match=r"sample is 0\.1 MB .* \(4\.8 MB\), but 2\.0 MB is available; lower "
+                                         r"train\.sample_bytes to 50000 or less.*train\.split_by_whitespace=true"):
+        train_tokenizer(docs, 400, tmp_path / "a", TokenizerTrainConfig(num_threads=1))
+    assert not (tmp_path / "a.model").exists()
+    monkeypatch.setattr(train_mod, "available_memory", lambda: 40_000_000)  # 40 MB: a 1 MB sample fits
+    with pytest.raises(ValueError, match=r"\(6\.2 GB\), but 40\.0 MB is available; lower train\.sample_bytes to 1000000 "):
+        train_mod.check_training_memory(154_000_000, TokenizerTrainConfig(), available=40_000_000)
+    train_tokenizer(docs, 400, tmp_path / "b", TokenizerTrainConfig(num_threads=1))  # 120 KB x 40 = 4.8 MB fits
+    monkeypatch.setattr(train_mod, "available_memory", lambda: 2_000_000)
+    train_tokenizer(docs, 400, tmp_path / "c", TokenizerTrainConfig(num_threads=1, check_memory=False))
+    train_tokenizer(docs, 400, tmp_path / "d", TokenizerTrainConfig(num_threads=1, **WORD_SETTINGS))  # not checked
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    assert cli(["train", f"input.paths=[{jsonl}]", "train.vocab_size=400", f"output.prefix={tmp_path / 'e'}"]) == 1
+    assert "lower train.sample_bytes" in capsys.readouterr().err
+    assert real_available() is None or real_available() > 0
+    with pytest.raises(ValueError, match=r"is available; or set train\.split_by_whitespace=true"):  # nothing fits
+        train_mod.check_training_memory(1000, TokenizerTrainConfig(), available=10)

@@ -7,10 +7,13 @@ Text (the sample kit plus Python's own standard library, so nothing is downloade
   held out         enwiki articles 70-105, botchan (5-line chunks, never trained on), the odd-numbered stdlib
                    modules: every measurement below is on this held-out text only
 Tokenizers, all trained on the same sample at the same vocabulary size:
-  ours             data_pipeline.tokenizer.train_tokenizer (lossless sentencepiece BPE, newlines kept in units)
-  ours, lines cut  the same sentencepiece settings fed one line per sentence with "\\n" removed (the previous
-                   release's training text): what keeping newlines is worth
+  ours             data_pipeline.tokenizer.train_tokenizer (lossless sentencepiece BPE, newlines kept in units,
+                   its default settings: pieces may span words and scripts, digits split)
+  ours, word-bounded  the same with split_by_whitespace=True split_by_unicode_script=True (the previous default)
+  ours, lines cut  the default sentencepiece settings fed one line per sentence with "\\n" removed (the
+                   training text of the release before newlines were kept): what keeping newlines is worth
   ours, \n user-defined  newlines kept, "\n" a user-defined symbol (always one token, never inside a piece)
+(tools/bench/tokenize_settings.py measures more settings, and their training memory)
   hf byte-level    tokenizers.ByteLevelBPETokenizer().train_from_iterator (its defaults: min_frequency 2),
                    vocab_size the same, one special token
 (a) Throughput, MB/s of UTF-8 text, on the held-out documents repeated to --mb MB as 8 plain .jsonl shards:
@@ -24,7 +27,7 @@ Tokenizers, all trained on the same sample at the same vocabulary size:
   arms alternated inside each run; the median of --runs runs, and each ratio is the median over runs of that
   run's ratio. "per CPU-second" is the per-core figure that does not depend on how busy the machine is; ours
   overlaps reading and writing with encoding, so even with 1 encode thread it may use more than one core.
-(b) bytes per token (UTF-8 bytes / tokens, no EOD) on each held-out set, for the four tokenizers.
+(b) bytes per token (UTF-8 bytes / tokens, no EOD) on each held-out set, for the five tokenizers.
 """
 
 from __future__ import annotations
@@ -66,6 +69,9 @@ def train_all(train: list[str], vocab: int, work: Path):
 
     model = train_tokenizer(train, vocab, work / "ours", TokenizerTrainConfig(num_threads=2), files=False)
     ours = spm.SentencePieceProcessor(model_file=str(model))
+    words = spm.SentencePieceProcessor(model_file=str(train_tokenizer(
+        train, vocab, work / "words", TokenizerTrainConfig(num_threads=2, split_by_whitespace=True,
+                                                           split_by_unicode_script=True), files=False)))
     lines = [line for doc in train for line in doc.split("\n") if line]
     buf = io.BytesIO()
     spm.set_random_generator_seed(1234)
@@ -81,6 +87,7 @@ def train_all(train: list[str], vocab: int, work: Path):
     hf = ByteLevelBPETokenizer()
     hf.train_from_iterator(train, vocab_size=vocab, special_tokens=["<|endoftext|>"], show_progress=False)
     return model, {"ours": lambda docs: [len(x) for x in ours.encode(docs)],
+                   "ours, word-bounded": lambda docs: [len(x) for x in words.encode(docs)],
                    "ours, lines cut": lambda docs: [len(x) for x in lines_cut.encode(docs)],
                    "ours, \\n user-defined": lambda docs: [len(x) for x in newline_symbol.encode(docs)],
                    "hf byte-level": lambda docs: [len(e.ids) for e in hf.encode_batch(docs)]}
