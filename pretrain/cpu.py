@@ -39,6 +39,10 @@ class _CudaToCpu(TorchFunctionMode):
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        # every torch call of the process passes here (about 4,000 per training step of the 125m shape): the
+        # common case, no keyword device and none of the methods below, returns at once
+        if not kwargs and func not in _METHODS:
+            return func(*args)
         kwargs = dict(kwargs or {})
         if _is_cuda(kwargs.get("device")):
             kwargs["device"] = "cpu"
@@ -55,6 +59,9 @@ class _CudaToCpu(TorchFunctionMode):
             name = func(*args)
             return name.replace("torch.", "torch.cuda.", 1) if not name.startswith("torch.cuda.") else name
         return func(*args, **kwargs)
+
+
+_METHODS = frozenset({torch.Tensor.cuda, torch.Tensor.to, torch.Tensor.pin_memory, torch.Tensor.type})
 
 
 class _NullStream:
