@@ -9,7 +9,9 @@ From a `pipeline=full` output directory (`--pipeline DIR`):
    from `classifier/state.json`), the books, and the crawl's held-out share;
 3. the `tiny` model trained identically on each arm (`--iters`, `--seeds`; iters x batch x seq must fit in the
    budget, so both arms train on under one epoch), one process per run;
-4. `result.json` under `--out` and a table: validation losses per set and the final train loss, median over seeds.
+4. `result.json` under `--out` and a table: validation losses per set and the final train loss, median over seeds,
+   and the paired differences (top - random for the same training seed): mean, a 95% Student-t interval, and how
+   many seeds favour top.
 A run directory that finished already is read instead of retrained, so `--seeds 3` after `--seeds 2` trains seed 3.
 
     python -m tools.bench.quality_ablation --pipeline data/kit --seeds 2 --iters 120
@@ -126,11 +128,14 @@ def build_data(pipeline: Path, out: Path, fraction: float, heldout: float, seeds
             "arms": arms, "valid": vstats}
 
 
-def train(run_dir: Path, prefix: str, valid: list[str], tok: str, iters: int, seed: int, eval_iters: int) -> dict:
+def train(run_dir: Path, prefix: str, valid: list[str], tok: str, iters: int, seed: int, eval_iters: int,
+          lr: float | None = None) -> dict:
     cmd = [sys.executable, "-m", "pretrain", "model=tiny", f"train.iters={iters}", f"train.eval_interval={iters}",
            f"train.eval_iters={eval_iters}", f"train.save_interval={iters}", "train.log_interval=1",
            f"run.dir={run_dir}", f"run.seed={seed}", "logging.wandb.mode=disabled", f"data.paths=[{prefix}]",
            f"data.valid_paths=[{','.join(valid)}]", f"data.tokenizer_model={tok}"]
+    if lr is not None:
+        cmd += [f"optim.lr={lr}", f"optim.min_lr={lr / 10}"]
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_SILENT="true")
     finished = (run_dir / "finished.json").is_file()  # a finished run is read, not retrained (more seeds later)
     done = None if finished else subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -143,6 +148,22 @@ def train(run_dir: Path, prefix: str, valid: list[str], tok: str, iters: int, se
             **{k.removeprefix("val_loss/"): v for k, v in last.items() if k.startswith("val_loss/")}}
 
 
+def paired(top: list[float], random: list[float]) -> dict:
+    """top - random per seed (the same training seed, schedule and batch order): mean, standard error, a 95%
+    interval (Student's t), how many seeds favour top, and whether the interval excludes 0."""
+    from scipy import stats
+
+    d = np.asarray(top) - np.asarray(random)
+    out = {"differences": [round(float(x), 4) for x in d], "mean": float(d.mean()), "seeds": int(d.size),
+           "favour_top": int((d < 0).sum())}
+    if d.size > 1:
+        se = float(d.std(ddof=1) / np.sqrt(d.size))
+        half = float(stats.t.ppf(0.975, d.size - 1)) * se
+        out.update(se=se, ci95=[float(d.mean() - half), float(d.mean() + half)],
+                   conclusive=bool(d.mean() + half < 0 or d.mean() - half > 0))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pipeline", required=True, help="a pipeline=full output directory")
@@ -152,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fraction", type=float, default=0.5, help="each arm's share of the pool's tokens")
     ap.add_argument("--crawl-heldout", type=float, default=0.1)
     ap.add_argument("--eval-iters", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=None, help="optim.lr (min_lr = lr / 10); default: the tiny preset's")
     args = ap.parse_args(argv)
     pipeline, out = Path(args.pipeline), Path(args.out)
     if not (pipeline / "tokenizer" / "bpe.model").is_file():
@@ -166,20 +188,26 @@ def main(argv: list[str] | None = None) -> int:
     runs = {"top": [], "random": []}
     for s in seeds:
         for arm, key in (("top", "top"), ("random", f"random_s{s}")):
-            r = train(out / "runs" / f"{arm}_s{s}", data["arms"][key]["prefix"], valid, data["tokenizer"],
-                      args.iters, s, args.eval_iters)
+            tag = f"{arm}_s{s}" if args.lr is None else f"{arm}_lr{args.lr:g}_s{s}"
+            r = train(out / "runs" / tag, data["arms"][key]["prefix"], valid, data["tokenizer"],
+                      args.iters, s, args.eval_iters, args.lr)
             runs[arm].append({"seed": s, **r})
             print(f"[ablation] {arm} seed {s}: " + ", ".join(f"{k} {v:.4f}" for k, v in r.items() if k != "tokens"),
                   flush=True)
     metrics = [k for k in runs["top"][0] if k not in ("seed", "tokens")]
     median = {a: {m: statistics.median(r[m] for r in rs) for m in metrics} for a, rs in runs.items()}
+    pairs = {m: paired([r[m] for r in runs["top"]], [r[m] for r in runs["random"]]) for m in metrics}
     result = {"config": vars(args), "tokens_seen_per_run": seen, "data": data, "runs": runs, "median": median,
-              "top_minus_random": {m: median["top"][m] - median["random"][m] for m in metrics}}
+              "top_minus_random": {m: median["top"][m] - median["random"][m] for m in metrics}, "paired": pairs}
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"\n{seen:,} tokens seen per run; arms of {data['budget']:,} tokens each; median of {len(seeds)} seeds")
-    print(f"{'metric':22s} {'top':>8s} {'random':>8s} {'top-rand':>9s}")
+    print(f"{'metric':22s} {'top':>8s} {'random':>8s} {'top-rand':>9s}   paired top-random: mean [95% CI], seeds "
+          "favouring top")
     for m in metrics:
-        print(f"{m:22s} {median['top'][m]:8.4f} {median['random'][m]:8.4f} {result['top_minus_random'][m]:+9.4f}")
+        p = pairs[m]
+        ci = f"[{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}]" if "ci95" in p else "[-]"
+        print(f"{m:22s} {median['top'][m]:8.4f} {median['random'][m]:8.4f} {result['top_minus_random'][m]:+9.4f}   "
+              f"{p['mean']:+.4f} {ci} {p['favour_top']}/{p['seeds']}")
     print(f"result: {out / 'result.json'}")
     return 0
 
