@@ -101,17 +101,23 @@ def to_object(cfg: Any, schema: type, root: str) -> Any:
         raise from_hydra_error(e, root, schema) from None
 
 
-def precheck(argv: list[str], load: Callable[[list[str]], Any], exit_code: int, label: str = "error") -> None:
+def precheck(argv: list[str], load: Callable[[list[str]], Any], exit_code: int, label: str = "error") -> Any:
     """Load a Hydra entry point's command-line overrides with the tool's own loader before `@hydra.main` does: a
     misspelt key or a bad value then exits with `exit_code` and a ConfigError naming the key and the fix, not with
-    Hydra's exit 1 (which slurm/pretrain.sbatch would requeue as a crash). Hydra's own flags (--multirun, --cfg,
-    --help, ...) and hydra.* keys are left to Hydra."""
+    Hydra's exit 1 (which slurm/pretrain.sbatch would requeue as a crash). Returns the loaded config, or None when
+    the command line has Hydra's own flags (--multirun, --cfg, --help, ...) or hydra.* keys: those are left to
+    Hydra."""
     import sys
 
-    if any(a.startswith(("-", "hydra.", "+hydra.", "++hydra.")) for a in argv):
-        return
+    if uses_hydra_flags(argv):
+        return None
     try:
-        load(list(argv))
+        return load(list(argv))
     except ConfigError as e:
         print(f"{label}: {e}", file=sys.stderr, flush=True)
         sys.exit(exit_code)
+
+
+def uses_hydra_flags(argv: list[str]) -> bool:
+    """Whether a command line needs `@hydra.main` itself (its flags, a sweep, hydra.* keys)."""
+    return any(a.startswith(("-", "hydra.", "+hydra.", "++hydra.")) for a in argv)
