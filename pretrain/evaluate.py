@@ -111,12 +111,28 @@ class SlurmtrainLM(_lm_base()):
     def tok_decode(self, tokens, **kwargs) -> str:
         return self.gen.decode(list(tokens))
 
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """The context and the continuation encoded each on its own (trailing spaces of the context moved to the
+        continuation, as lm-eval does). lm-eval's causal default encodes the whole text and splits it at the
+        length of the context's encoding, which assumes that no piece spans the boundary: with our default BPE,
+        whose pieces may span words ("▁of▁the"), the context's last piece can swallow the start of the
+        continuation and leave it empty. Separately encoded, the continuation is always its own tokens; for a
+        tokenizer whose pieces stop at spaces the two ways give the same ids."""
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces > 0:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        return self.tok_encode(context), self.tok_encode(continuation)
+
     @torch.no_grad()
     def _continuation_logprob(self, context: list[int], continuation: list[int]) -> tuple[float, bool]:
+        if not continuation:  # an empty continuation has probability 1
+            return 0.0, True
         ids = (context + continuation)[-(self.max_length + 1):]
         inp = torch.tensor(ids[:-1], device=self.gen.model.device)[None]
         logp = torch.log_softmax(self.gen.model(inp)[0], dim=-1)
-        n = len(continuation)
+        # a continuation longer than the window is scored on its last max_length tokens (as lm-eval's HF model)
+        n = min(len(continuation), len(ids) - 1)
         tgt = torch.tensor(ids[-n:], device=logp.device)
         lp = logp[-n:]
         return lp.gather(-1, tgt[:, None]).sum().item(), bool((lp.argmax(-1) == tgt).all())

@@ -49,7 +49,7 @@ def test_adapter_requests(gen):
     lm = SlurmtrainLM(generator=gen)
     ctx, cont = "It was a fine", " day"
     [(ll, greedy)] = lm.loglikelihood([Instance("loglikelihood", {}, (ctx, cont), 0)])
-    c, t = gen.encode(ctx), gen.encode(ctx + cont)[len(gen.encode(ctx)):]
+    c, t = gen.encode(ctx), gen.encode(cont)  # each encoded on its own (SlurmtrainLM._encode_pair)
     ids = torch.tensor([c + t])
     logp = torch.log_softmax(gen.model(ids[:, :-1])[0], -1)
     want = sum(logp[len(c) - 1 + i, tok].item() for i, tok in enumerate(t))
@@ -62,6 +62,30 @@ def test_adapter_requests(gen):
     [out] = lm.generate_until([Instance("generate_until", {}, ("It was", {"until": ["\n"], "max_gen_toks": 20}), 0)])
     full = gen.generate("It was", SamplingConfig(temperature=0, max_new_tokens=20))[0].text
     assert out == full.split("\n")[0]
+
+
+def test_pieces_spanning_the_boundary_leave_the_continuation_its_own_tokens():
+    """With pieces that span words, lm-eval's causal split (encode the whole, cut at the context's length) can
+    leave the continuation empty; ours encodes each part on its own."""
+    vocab = {"was a fine": 0, "was": 1, " a": 2, " fine": 3, " day": 4, "It": 5, " ": 6}
+
+    class Greedy:  # longest match first, as a BPE with pieces across spaces would merge
+        eod = 99
+
+        def encode(self, text):
+            out = []
+            while text:
+                piece = max((p for p in vocab if text.startswith(p)), key=len)
+                out.append(vocab[piece])
+                text = text[len(piece):]
+            return out
+
+    lm = SlurmtrainLM(generator=Greedy())
+    ctx, cont = "It was a", " fine"
+    whole, c = lm.tok_encode(ctx + cont), lm.tok_encode(ctx)
+    assert whole[len(c):] == []  # lm-eval's split: "It" + "was a fine" vs "It was a" -> 4 context ids
+    assert lm._encode_pair(ctx, cont) == ([5, 6, 1, 2], [3])
+    assert lm._encode_pair("It was a ", "day") == ([5, 6, 1, 2], [4])  # the context's trailing space moves over
 
 
 @pytest.mark.slow
