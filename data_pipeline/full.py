@@ -185,18 +185,24 @@ class Plan:
         print(f"[full] classifier {self.classifier_model}: held-out ROC-AUC {r.get('roc_auc', float('nan')):.3f}",
               flush=True)
 
-    def tokenizer_sample_budget(self) -> dict[str, int]:
-        from data_pipeline.tokenizer.train import default_sample_bytes
+    def tokenizer_train_config(self):
+        """pipeline.tokenizer as the tokenizer's own TokenizerTrainConfig (the fields they share, by name)."""
+        from data_pipeline.tokenizer.train import TokenizerTrainConfig
 
-        t, shares = self.cfg.pipeline.tokenizer, {n: s.share for n, s in self.cfg.mix.sources.items()}
+        t = self.cfg.pipeline.tokenizer
+        return TokenizerTrainConfig(**{f.name: getattr(t, f.name) for f in dataclasses.fields(TokenizerTrainConfig)
+                                       if hasattr(t, f.name)})
+
+    def tokenizer_sample_budget(self) -> dict[str, int]:
+        shares = {n: s.share for n, s in self.cfg.mix.sources.items()}
         total = sum(shares.values())
-        sample_bytes = default_sample_bytes(t.split_by_whitespace) if t.sample_bytes is None else t.sample_bytes
+        sample_bytes = self.tokenizer_train_config().resolved_sample_bytes()
         return {n: int(round(sample_bytes * v / total)) for n, v in shares.items()} if sample_bytes else \
             {n: 0 for n in shares}
 
     def train_tokenizer(self) -> None:
         from data_pipeline.tokenizer.documents import ReadStats, iter_records
-        from data_pipeline.tokenizer.train import TokenizerTrainConfig, draw_sample, train_tokenizer
+        from data_pipeline.tokenizer.train import draw_sample, train_tokenizer
 
         t = self.cfg.pipeline.tokenizer
         budget = self.tokenizer_sample_budget()
@@ -213,12 +219,7 @@ class Plan:
             sample[name] = {"documents": len(docs), "of_documents": stats.documents,
                             "bytes": sum(len(d.encode("utf-8")) for d in docs), "budget_bytes": budget[name]}
             texts.extend(docs)
-        config = TokenizerTrainConfig(vocab_size=t.vocab_size, sample_bytes=0, seed=t.seed, num_threads=t.num_threads,
-                                      character_coverage=t.character_coverage, split_digits=t.split_digits,
-                                      max_piece_length=t.max_piece_length,
-                                      split_by_unicode_script=t.split_by_unicode_script,
-                                      split_by_number=t.split_by_number, split_by_whitespace=t.split_by_whitespace,
-                                      check_memory=t.check_memory)
+        config = dataclasses.replace(self.tokenizer_train_config(), sample_bytes=0)  # the sample is drawn above
         try:
             train_tokenizer(texts, t.vocab_size, prefix, config, files=False)
         except ValueError as exc:  # its keys are train.X there, pipeline.tokenizer.X here

@@ -39,7 +39,7 @@ def transformer_config(m: ModelConfig, p: ParallelConfig, bf16: bool) -> Transfo
         layernorm_epsilon=m.norm_eps,
         gated_linear_unit=True,
         activation_func=torch.nn.functional.silu,
-        # the local spec's MLP applies its activation_func submodule (pretrain.swiglu.SwiGLU) to fc1's output;
+        # the local spec's MLP applies its activation_func submodule (pretrain.layers.SwiGLU) to fc1's output;
         # the Transformer Engine spec keeps megatron's own path
         use_te_activation_func=m.attention != "te",
         add_bias_linear=False,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
-from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 
+from data_pipeline.tokenizer.mmidx import TokenShardWriter, optimal_dtype
 from data_pipeline.tokenizer.validate import validate_indexed_dataset
 
 
@@ -42,23 +42,22 @@ def encode_documents(
     if eod < 0:
         raise ValueError(f"{tokenizer_model} has no eos piece to use as EOD; train it with "
                          "data_pipeline.tokenizer.train (eos id 2)")
-    dtype = DType.optimal_dtype(sp.vocab_size())
+    dtype = optimal_dtype(sp.vocab_size())
     output_prefix = Path(output_prefix)
     output_prefix.parent.mkdir(parents=True, exist_ok=True)
-    tmp_prefix = output_prefix.with_name(f".{output_prefix.name}.tmp{os.getpid()}")
-    tmp_bin, tmp_idx = Path(f"{tmp_prefix}.bin"), Path(f"{tmp_prefix}.idx")
 
     stats = {"documents": 0, "empty_skipped": 0, "tokens": 0, "text_tokens": 0, "bytes": 0}
-    builder = IndexedDatasetBuilder(str(tmp_bin), dtype=dtype)
+    writer = TokenShardWriter(output_prefix, dtype)
 
     def write(kept: list[str], encoded: Future) -> None:
-        for doc, ids in zip(kept, encoded.result()):
+        docs = encoded.result()
+        for ids in docs:
             ids.append(eod)
-            builder.add_document(np.asarray(ids, dtype=dtype), [len(ids)])
-            stats["documents"] += 1
-            stats["tokens"] += len(ids)
-            stats["text_tokens"] += len(ids) - 1
-            stats["bytes"] += len(doc.encode("utf-8"))
+        tokens = writer.add_documents(docs)
+        stats["documents"] += len(docs)
+        stats["tokens"] += tokens
+        stats["text_tokens"] += tokens - len(docs)
+        stats["bytes"] += sum(len(doc.encode("utf-8")) for doc in kept)
 
     try:
         # sentencepiece encodes a batch without the GIL: while it encodes batch k, this thread writes batch
@@ -74,16 +73,13 @@ def encode_documents(
                 pending = (kept, encoded)
             if pending:
                 write(*pending)
-        builder.finalize(str(tmp_idx))
+        writer.close()
         if stats["documents"] == 0:
             raise ValueError(f"no non-empty documents to encode into {output_prefix}; check the inputs")
-        validate_indexed_dataset(tmp_prefix)
-        os.replace(tmp_bin, f"{output_prefix}.bin")
-        os.replace(tmp_idx, f"{output_prefix}.idx")
+        validate_indexed_dataset(writer.tmp_prefix)
+        writer.commit()
     finally:
-        builder.data_file.close()
-        tmp_bin.unlink(missing_ok=True)
-        tmp_idx.unlink(missing_ok=True)
+        writer.abort()  # removes what is left under the temporary prefix (nothing once committed)
 
     stats.update(
         bytes_per_token=round(stats["bytes"] / max(stats["text_tokens"], 1), 4),
@@ -94,7 +90,7 @@ def encode_documents(
         tokenizer_sha256=hashlib.sha256(tokenizer_model.read_bytes()).hexdigest(),
         prefix=str(output_prefix),
     )
-    tmp_json = Path(f"{tmp_prefix}.json")
+    tmp_json = Path(f"{writer.tmp_prefix}.json")
     tmp_json.write_text(json.dumps(stats, indent=2) + "\n")
     os.replace(tmp_json, f"{output_prefix}.json")
     return stats

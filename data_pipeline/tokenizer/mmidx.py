@@ -2,7 +2,7 @@
 
 megatron-core's ``IndexedDatasetBuilder`` writes these files, but importing it imports torch and most of
 megatron (about 8 CPU-seconds and 400 MB on a laptop-class core), which dominated stage=tokenize's tasks. This
-module writes the same bytes without them; ``tests/data_pipeline/test_tokenizer.py`` compares it with
+module writes the same bytes without them; ``tests/data_pipeline/test_mmidx.py`` compares it with
 ``IndexedDatasetBuilder`` byte for byte and reads the result with megatron-core's ``IndexedDataset``.
 
 The format (megatron-core 0.16, text only: no per-sequence modes), all integers little-endian:
@@ -122,13 +122,26 @@ class TokenShardWriter:
         self.tokens += total
         return total
 
-    def finalize(self) -> str:
-        """Write the index, rename both files to the prefix; returns the prefix."""
+    @property
+    def tmp_prefix(self) -> str:
+        """Where the files are until ``commit`` (readable as a prefix once ``close`` has written the index)."""
+        return self._tmp
+
+    def close(self) -> None:
+        """Close the .bin and write the index, both still under the temporary prefix."""
         self._bin.close()
         write_index(f"{self._tmp}.idx", self.dtype, self._lengths[:self.documents])
+
+    def commit(self) -> str:
+        """Rename both files to the prefix; returns the prefix."""
         os.replace(f"{self._tmp}.bin", f"{self.prefix}.bin")
         os.replace(f"{self._tmp}.idx", f"{self.prefix}.idx")
         return self.prefix
+
+    def finalize(self) -> str:
+        """``close`` then ``commit``; returns the prefix."""
+        self.close()
+        return self.commit()
 
     def abort(self) -> None:
         self._bin.close()
