@@ -98,6 +98,9 @@ class ParallelConfig:
     sequence_parallel: bool = False
     overlap_grad_reduce: bool = False  # DDP: reduce gradient buckets during the backward pass
     overlap_param_gather: bool = False  # distributed optimizer: all-gather updated params during the forward
+    # megatron's DistributedDataParallel: "auto" skips it in one process (tp = pp = dp = 1) where it has nothing
+    # to reduce, unless bf16 accumulates micro-batches (its fp32 buffer keeps that exact); "always" keeps it
+    ddp: str = "auto"
     recompute: RecomputeConfig = field(default_factory=RecomputeConfig)
 
 
@@ -337,6 +340,7 @@ def wsd_decay_iters(cfg: PretrainConfig) -> int:
 
 ATTENTION = tuple(Attention)
 RECOMPUTE_MODULES = ("core_attn", "mlp", "layernorm")  # the ones that exist in a dense Llama layer
+DDP_MODES = ("auto", "always")
 
 
 def _validate_performance(cfg: PretrainConfig) -> None:
@@ -386,6 +390,8 @@ def _validate_performance(cfg: PretrainConfig) -> None:
             if "layernorm" in r.modules and m.attention == "te":
                 fail("parallel.recompute.modules", "Transformer Engine fuses the norms into the linears, "
                       "so there is no layernorm output to recompute", "drop layernorm from the list")
+    if p.ddp not in DDP_MODES:
+        fail("parallel.ddp", f"unknown mode {p.ddp!r}", f"use one of {list(DDP_MODES)}")
     if p.overlap_param_gather:
         if not p.distributed_optimizer:
             fail("parallel.overlap_param_gather", "the parameter all-gather exists only with the distributed "

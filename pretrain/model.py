@@ -16,6 +16,7 @@ from typing import Iterator
 
 import torch
 from megatron.core import parallel_state
+from megatron.core.distributed.data_parallel_base import _BaseDataParallel
 from megatron.core.models.gpt import GPTModel
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer.spec_utils import ModuleSpec
@@ -143,6 +144,27 @@ def build_model_chunks(m: ModelConfig, p: ParallelConfig, vocab_size: int, bf16:
 # whichever model.attention built the model.
 _TE_NORM_NAMES = {"self_attention.linear_qkv.layer_norm_weight": "input_layernorm.weight",
                   "mlp.linear_fc1.layer_norm_weight": "pre_mlp_layernorm.weight"}
+
+
+class SingleProcessModel(_BaseDataParallel):
+    """A model chunk trained by one process alone (tp = pp = dp = 1), where megatron's DistributedDataParallel
+    has nothing to reduce. It keeps megatron's data-parallel interface (no_sync, finish_grad_sync and
+    zero_grad_buffer do nothing) over plain `.grad`s: autograd sums the micro-batches into
+    them and the optimizer's zero_grad frees them before the next forward. Megatron's DDP instead adds every
+    gradient into a 4 B/parameter fp32 buffer that lives for the whole step, forward included (torchtitan
+    applies no data-parallel wrapper to a single process either)."""
+
+    def __init__(self, config: TransformerConfig, module: torch.nn.Module, ddp_config):
+        super().__init__(config=config, module=module)
+        self.ddp_config = ddp_config  # get_megatron_optimizer reads it
+
+    def finish_grad_sync(self, force_all_reduce: bool = False) -> None:
+        """Nothing to reduce (finalize_model_grads passes force_all_reduce, which the base class lacks)."""
+
+    def scale_gradients(self, scaling_factor: float) -> None:
+        for param in self.module.parameters():
+            if param.grad is not None:
+                param.grad.mul_(scaling_factor)
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ class Trainer:
         t = self.cfg.train
         _print0(f"training {self.total} steps: world {self.layout.world_size} = {self.layout.describe()}, "
                 f"{self.tokens_per_step} tokens/step, device {self.device.type}, "
-                f"{'bf16' if self.bf16 else 'fp32'}; run dir {self.run_dir.path}")
+                f"{'bf16' if self.bf16 else 'fp32'}, {type(self.model[0]).__name__}; run dir {self.run_dir.path}")
         for m in self.model:
             m.train()
         while self.iteration < self.total:
@@ -387,12 +387,13 @@ class Trainer:
 
 def build_model_and_optimizer(cfg: C.PretrainConfig, layout: Layout, vocab: int, bf16: bool,
                               device: torch.device) -> tuple[list, object]:
-    """megatron-core GPT chunks (initialised by global name), wrapped in its DDP, and its optimizer."""
+    """megatron-core GPT chunks (initialised by global name), wrapped in its DDP (or SingleProcessModel, see
+    uses_megatron_ddp), and its optimizer."""
     from megatron.core.distributed import (DistributedDataParallel, DistributedDataParallelConfig,
                                            finalize_model_grads)
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
-    from pretrain.model import build_model_chunks, init_weights
+    from pretrain.model import SingleProcessModel, build_model_chunks, init_weights
 
     chunks = build_model_chunks(cfg.model, cfg.parallel, vocab, bf16)
     init_weights(chunks, cfg.model, cfg.run.seed)
@@ -407,7 +408,10 @@ def build_model_and_optimizer(cfg: C.PretrainConfig, layout: Layout, vocab: int,
     ddp_cfg = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=par.overlap_grad_reduce,
                                             overlap_param_gather=par.overlap_param_gather,
                                             use_distributed_optimizer=layout.distributed_optimizer)
-    model = [DistributedDataParallel(tcfg, ddp_cfg, c, disable_bucketing=(i > 0)) for i, c in enumerate(chunks)]
+    if uses_megatron_ddp(cfg, layout, bf16):
+        model = [DistributedDataParallel(tcfg, ddp_cfg, c, disable_bucketing=(i > 0)) for i, c in enumerate(chunks)]
+    else:
+        model = [SingleProcessModel(tcfg, c, ddp_cfg) for c in chunks]
     tcfg.finalize_model_grads_func = finalize_model_grads
     tcfg.no_sync_func = [m.no_sync for m in model] if len(model) > 1 else model[0].no_sync
     o = cfg.optim
@@ -417,6 +421,16 @@ def build_model_and_optimizer(cfg: C.PretrainConfig, layout: Layout, vocab: int,
         params_dtype=torch.bfloat16 if bf16 else torch.float32,
         use_distributed_optimizer=layout.distributed_optimizer), model)
     return model, optimizer
+
+
+def uses_megatron_ddp(cfg: C.PretrainConfig, layout: Layout, bf16: bool) -> bool:
+    """megatron's DistributedDataParallel wraps the chunks whenever there is something to reduce or shard
+    (world size > 1, the distributed optimizer), with parallel.ddp=always, and when bf16 micro-batches
+    accumulate (its fp32 buffer sums them exactly; bf16 `.grad`s would round every partial sum). Otherwise
+    pretrain.model.SingleProcessModel: the same updates with no gradient buffer held through the forward."""
+    if cfg.parallel.ddp == "always" or layout.world_size > 1 or layout.distributed_optimizer:
+        return True
+    return bf16 and layout.num_microbatches > 1
 
 
 @torch.no_grad()
