@@ -14,13 +14,25 @@ Needs the quickstart shards (make quickstart) or --data PREFIX --tokenizer MODEL
 Peer arms, one process each, no data loading (`--peers`): the same pre-built random batches, the same AdamW
 (lr, betas, eps, weight decay on matrices only, clipping at 1.0) and one timer around the whole step
 (zero grads, forward, backward, clip, optimizer step) in every arm:
-  megatron-<attention>: megatron-core's GPTModel (our layer spec with model.attention=local|sdpa) under its
-      forward_backward_func and DistributedOptimizer-free megatron optimizer;
+  megatron-<attention>: the trainer's model, wrapper and optimizer (pretrain.train.build_model_and_optimizer:
+      megatron-core's GPTModel with our layer spec and model.attention=local|sdpa, SingleProcessModel or
+      megatron's DDP per parallel.ddp, megatron's optimizer) under megatron's forward_backward_func and the
+      trainer's guarded update; trainer overrides after the flags apply; megatron-sdpa-ddp: megatron-sdpa
+      with parallel.ddp=always (megatron's DDP even in one process);
   hf: transformers' LlamaForCausalLM (SDPA attention) with the same shape (parameter counts printed and
       checked equal), torch.optim.AdamW and clip_grad_norm_.
 
+Each arm reports its median step, its peak RSS and its peak heap (bytes in use in the C heap over two more
+steps after the timed ones: what a step needs, without the freed memory the allocator keeps mapped).
+
     python -m tools.bench.train_step --peers --shapes 125m --seq 256 --batch 4 --steps 50
     python -m tools.bench.train_step --peers --shapes 125m --seq 2048 --batch 1 --steps 5
+
+`--interleave` builds every arm in one process and alternates their steps (the order rotating each round):
+the median per-round step-time ratio with a 95% interval, robust to a shared machine's slow phases.
+
+    python -m tools.bench.train_step --peers --interleave --shapes 125m --seq 256 --batch 4 --steps 30 \
+        --arms hf megatron-sdpa megatron-sdpa-ddp
 """
 
 from __future__ import annotations
@@ -42,7 +54,8 @@ SHAPE_OVERRIDES = {  # batch sized for CPU; the 125m shape at a shorter sequence
     "tiny": ["model=tiny", "train.global_batch_size=16", "train.micro_batch_size=4"],
     "125m": ["model=125m", "model.seq_length=256", "train.global_batch_size=4", "train.micro_batch_size=2"],
 }
-PEER_ARMS = ["megatron-local", "megatron-sdpa", "hf"]
+PEER_ARMS = ["megatron-local", "megatron-sdpa", "megatron-sdpa-ddp", "hf"]
+DEFAULT_PEER_ARMS = ["megatron-local", "megatron-sdpa", "hf"]
 ADAMW = dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, clip_grad=1.0)
 
 
@@ -53,10 +66,10 @@ def _random_batches(vocab: int, batch: int, seq: int, n: int):
     return [torch.randint(0, vocab, (batch, seq + 1), generator=gen) for _ in range(n)]
 
 
-def peer(arm: str, shape: str, seq: int, batch: int, vocab: int, steps: int, out: str,
-         overrides: list[str]) -> None:
-    """One peer arm in this process: `steps` training steps of one micro-batch each, timed whole. `overrides`
-    (trainer config, e.g. parallel.recompute.granularity=full) apply to the megatron arms."""
+def _peer_step(arm: str, shape: str, seq: int, batch: int, vocab: int, overrides: list[str]):
+    """Builds one peer arm in this process; returns (step function on a [batch, seq+1] token batch -> loss,
+    parameter count). `overrides` (trainer config, e.g. parallel.recompute.granularity=full) apply to the
+    megatron arms."""
     import torch
 
     from pretrain import config as C
@@ -64,7 +77,6 @@ def peer(arm: str, shape: str, seq: int, batch: int, vocab: int, steps: int, out
     cfg = C.load([f"model={shape}", f"model.seq_length={seq}", f"model.vocab_size={vocab}",
                   *(overrides if arm != "hf" else [])])
     m = cfg.model
-    batches = _random_batches(vocab, batch, seq, 4)
     pos = torch.arange(seq).unsqueeze(0).expand(batch, -1)
     if arm == "hf":
         import transformers
@@ -94,27 +106,27 @@ def peer(arm: str, shape: str, seq: int, batch: int, vocab: int, steps: int, out
             return loss.item()
     else:
         from megatron.core import parallel_state, tensor_parallel
-        from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-        from megatron.core.distributed import finalize_model_grads
-        from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
         from pretrain import runtime
-        from pretrain.model import build_model_chunks, init_weights
+        from pretrain.layout import Layout
+        from pretrain.train import build_model_and_optimizer, guarded_update
 
-        m.attention = arm.split("-", 1)[1]
-        runtime.init_distributed(runtime.dist_env())
-        parallel_state.initialize_model_parallel(1, 1)
-        tensor_parallel.model_parallel_cuda_manual_seed(0)
-        chunks = build_model_chunks(m, cfg.parallel, vocab, False)
+        m.attention = arm.split("-")[1]
+        if arm.endswith("-ddp"):
+            cfg.parallel.ddp = "always"
+        o = cfg.optim
+        o.lr, (o.beta1, o.beta2), o.eps = ADAMW["lr"], ADAMW["betas"], ADAMW["eps"]
+        o.weight_decay, o.clip_grad = ADAMW["weight_decay"], ADAMW["clip_grad"]
+        cfg.train.global_batch_size = cfg.train.micro_batch_size = batch
         C._validate_performance(cfg)
-        init_weights(chunks, m, 0)
-        tcfg = chunks[0].config
-        model = DistributedDataParallel(tcfg, DistributedDataParallelConfig(grad_reduce_in_fp32=True), chunks[0])
-        tcfg.finalize_model_grads_func = finalize_model_grads
-        opt = get_megatron_optimizer(OptimizerConfig(
-            optimizer="adam", lr=ADAMW["lr"], adam_beta1=ADAMW["betas"][0], adam_beta2=ADAMW["betas"][1],
-            adam_eps=ADAMW["eps"], weight_decay=ADAMW["weight_decay"], clip_grad=ADAMW["clip_grad"]), [model])
+        if not parallel_state.model_parallel_is_initialized():  # the first megatron arm of this process
+            runtime.init_distributed(runtime.dist_env())
+            parallel_state.initialize_model_parallel(1, 1)
+            tensor_parallel.model_parallel_cuda_manual_seed(0)
+        # the trainer's own model, wrapper (megatron DDP or SingleProcessModel, parallel.ddp) and optimizer
+        chunks, opt = build_model_and_optimizer(cfg, Layout.from_config(cfg, 1), vocab, False, torch.device("cpu"))
+        model = chunks[0]
         params = [p for p in model.parameters()]
         fb = get_forward_backward_func()
 
@@ -129,17 +141,114 @@ def peer(arm: str, shape: str, seq: int, batch: int, vocab: int, steps: int, out
 
             losses = fb(forward_step_func=fwd, data_iterator=iter([b]), model=model, num_microbatches=1,
                         seq_length=seq, micro_batch_size=batch, forward_only=False)
-            opt.step()
-            return float(losses[0]["loss"])
-    n_params = sum(p.numel() for p in params)
+            loss = float(losses[0]["loss"])
+            guarded_update(opt, loss, ADAMW["clip_grad"])
+            return loss
+    return step, sum(p.numel() for p in params)
+
+
+def peer(arm: str, shape: str, seq: int, batch: int, vocab: int, steps: int, out: str,
+         overrides: list[str]) -> None:
+    """One peer arm in this process: `steps` training steps of one micro-batch each, timed whole."""
+    import torch
+
+    step, n_params = _peer_step(arm, shape, seq, batch, vocab, overrides)
+    batches = _random_batches(vocab, batch, seq, 4)
     times, losses = [], []
     for i in range(steps):
         t0 = time.perf_counter()
         losses.append(step(batches[i % len(batches)]))
         times.append(time.perf_counter() - t0)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    heap = _peak_heap_mb(lambda: [step(b) for b in batches[:2]])  # after the timed steps: no poller in them
     Path(out).write_text(json.dumps({"arm": arm, "step_times": times, "losses": losses, "peak_rss_mb": rss,
-                                     "num_params": n_params, "threads": torch.get_num_threads()}))
+                                     "peak_heap_mb": heap, "num_params": n_params,
+                                     "threads": torch.get_num_threads()}))
+
+
+def _peak_heap_mb(work) -> float | None:
+    """Peak bytes in use in the C heap (glibc mallinfo2: arena + mmapped chunks, where CPU tensors live) while
+    `work()` runs, polled every 0.5 ms from a thread. Peak RSS also counts freed memory the allocator keeps
+    mapped, which moves with allocation order more than with what a step needs. None off glibc."""
+    import ctypes
+    import threading
+
+    class _MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in
+                    "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return None
+
+    def in_use() -> int:
+        info = libc.mallinfo2()
+        return info.uordblks + info.hblkhd
+
+    peak, done = [in_use()], threading.Event()
+
+    def poll():
+        while not done.wait(0.0005):
+            peak[0] = max(peak[0], in_use())
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        work()
+    finally:
+        done.set()
+        thread.join()
+    return max(peak[0], in_use()) / 2 ** 20
+
+
+def interleaved(args) -> dict:
+    """All arms built in this one process, then stepped in turn (arm A step k, arm B step k, ...; the order
+    rotates every round), each step timed on its own: slow phases of a shared machine hit every arm alike.
+    Reports each arm's median step and, against the first arm, the median of the per-round ratios with a
+    95% interval (order statistics of the binomial). Peak memory is not separable here: use the per-process
+    mode for it."""
+    import torch
+
+    steps = {arm: _peer_step(arm, args.shapes[0], args.seq, args.batch, args.vocab, args.overrides)[0]
+             for arm in args.arms}
+    batches = _random_batches(args.vocab, args.batch, args.seq, 4)
+    times = {arm: [] for arm in args.arms}
+    for k in range(args.steps + 1):
+        order = args.arms[k % len(args.arms):] + args.arms[:k % len(args.arms)]
+        for arm in order:
+            t0 = time.perf_counter()
+            steps[arm](batches[k % len(batches)])
+            if k:  # round 0 pays one-off costs
+                times[arm].append(time.perf_counter() - t0)
+    base = args.arms[0]
+    n = len(times[base])
+    lo, hi = _median_ci_ranks(n)
+    print(f"\n{args.shapes[0]} seq {args.seq} x batch {args.batch}, interleaved in one process, {n} rounds "
+          f"(after one warm-up round), {torch.get_num_threads()} threads")
+    print(f"arm                  median step s   ratio to {base} (median of {n} rounds, 95% interval)")
+    result = {}
+    for arm in args.arms:
+        ratios = sorted(a / b for a, b in zip(times[arm], times[base]))
+        result[arm] = {"median_step_s": statistics.median(times[arm]), "ratio": statistics.median(ratios),
+                       "ratio_ci": [ratios[lo], ratios[hi]], "step_times": times[arm]}
+        print(f"{arm:20s} {result[arm]['median_step_s']:14.3f}   {result[arm]['ratio']:.3f} "
+              f"[{ratios[lo]:.3f}, {ratios[hi]:.3f}]")
+    return result
+
+
+def _median_ci_ranks(n: int) -> tuple[int, int]:
+    """0-based ranks (lo, hi) of the sorted sample bracketing its median with >= 95% coverage (binomial)."""
+    from math import comb
+
+    best = (0, n - 1)
+    for j in range(n // 2, -1, -1):
+        cover = sum(comb(n, i) for i in range(j + 1, n - j)) / 2 ** n  # P(x[j] <= median <= x[n-1-j])
+        if cover >= 0.95:
+            best = (j, n - 1 - j)
+            break
+    return best
 
 
 def measure_peers(args, work: Path) -> list[dict]:
@@ -162,11 +271,12 @@ def measure_peers(args, work: Path) -> list[dict]:
     if len(set(counts.values())) > 1:
         print("WARNING: the arms have different parameter counts")
     base = statistics.median(r["median_step_s"] for r in rows if r["arm"] == args.arms[0])
-    print(f"arm               step s   vs {args.arms[0]}   peak RSS MB")
+    print(f"arm               step s   vs {args.arms[0]}   peak RSS MB   peak heap MB")
     for arm in args.arms:
         rs = [r for r in rows if r["arm"] == arm]
         t = statistics.median(r["median_step_s"] for r in rs)
-        print(f"{arm:16s} {t:8.3f}   {t / base:8.3f}x   {max(r['peak_rss_mb'] for r in rs):8.0f}")
+        heap = max((r["peak_heap_mb"] or 0) for r in rs)
+        print(f"{arm:16s} {t:8.3f}   {t / base:8.3f}x   {max(r['peak_rss_mb'] for r in rs):11.0f}   {heap:12.0f}")
     return rows
 
 
@@ -278,12 +388,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(ROOT / "data/quickstart/enwiki_text_document"))
     ap.add_argument("--tokenizer", default=str(ROOT / "data/quickstart/tokenizer.model"))
     ap.add_argument("--peers", action="store_true", help="the peer arms (megatron-local/-sdpa, hf) instead")
-    ap.add_argument("--arms", nargs="+", default=PEER_ARMS, choices=PEER_ARMS)
+    ap.add_argument("--interleave", action="store_true",
+                    help="with --peers: every arm in one process, steps alternated (paired step-time ratios)")
+    ap.add_argument("--arms", nargs="+", default=DEFAULT_PEER_ARMS, choices=PEER_ARMS)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=4096, help="4096: the quickstart tokenizer's padded vocabulary")
     ap.add_argument("overrides", nargs="*", help="extra trainer overrides, e.g. parallel.tp=2")
     args = ap.parse_args(argv)
+    if args.peers and args.interleave:
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
+        interleaved(args)
+        return 0
     if args.peers:
         with tempfile.TemporaryDirectory() as tmp:
             measure_peers(args, Path(tmp))
