@@ -8,7 +8,9 @@
 #    apex's FusedAdam when installed: the step lives in the param group, pretrain/optimizer_state.py);
 # 2. a planned stop at step 20 (train.exit_interval: exit 98, exit.json) and a resume to step 40 from the
 #    checkpoint, which must continue the loss curve and Adam's step count;
-# 3. with 2+ GPUs, the same shape under TP=2 (NCCL refuses two ranks on one GPU, so one GPU skips it);
+# 3. one process with one bf16 micro-batch per step, where parallel.ddp=auto trains without megatron's DDP
+#    (bf16 .grads straight into the fp32 main grads; the steps above keep DDP: 4 micro-batches accumulate);
+# 4. with 2+ GPUs, the same shape under TP=2 (NCCL refuses two ranks on one GPU, so one GPU skips it);
 # then prints median tokens/s, TFLOP/s per GPU, MFU (exact device-name peak table, pretrain/metrics.py) and
 # peak memory from metrics.jsonl, and fails on any non-finite or skipped step.
 # Extra overrides pass through (e.g. model.attention=... once the attention backends land).
@@ -39,6 +41,9 @@ run bf16 1 train.exit_interval=20
 "$PY" -c "import json,sys; e=json.load(open('$OUT/bf16/exit.json')); sys.exit(0 if e['code']==98 else f'exit.json: {e}')"
 echo "== bf16, 1 GPU: resume to step 40"
 run bf16 1
+echo "== bf16, 1 GPU, one micro-batch per step: no megatron DDP (pretrain.model.SingleProcessModel)"
+run single 1 train.iters=10 train.global_batch_size=8 train.micro_batch_size=8 train.eval_interval=10 \
+    train.save_interval=10
 if [ "$NGPU" -ge 2 ]; then
     echo "== bf16, TP=2 on 2 GPUs"
     run tp2 2 parallel.tp=2
