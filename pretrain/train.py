@@ -438,8 +438,6 @@ def guarded_update(optimizer, loss: float, clip_grad: float) -> tuple[bool, floa
     """megatron's optimizer.step() (prepare grads, global grad norm, clip, update) with one more check: a
     non-finite loss or grad norm skips the update, so NaN/inf never reaches the weights or Adam's state.
     Returns (applied, grad norm)."""
-    from megatron.core.optimizer.clip_grads import clip_grad_by_total_norm_fp32
-
     from pretrain.optimizer_state import sub_optimizers
 
     found_inf = optimizer.prepare_grads()
@@ -448,12 +446,21 @@ def guarded_update(optimizer, loss: float, clip_grad: float) -> tuple[bool, floa
         return False, grad_norm
     if clip_grad > 0:
         for opt in sub_optimizers(optimizer):
-            params = opt.get_parameters()
-            if params and not getattr(opt, "is_stub_optimizer", False):
-                clip_grad_by_total_norm_fp32(
-                    params, max_norm=clip_grad, total_norm=grad_norm,
-                    use_decoupled_grad=opt.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8)
+            if getattr(opt, "is_stub_optimizer", False):
+                continue
+            attr = "decoupled_grad" if opt.config.use_precision_aware_optimizer_no_fp8_or_ds_fp8 else "grad"
+            clip_by_total_norm_([getattr(p, attr, None) for p in opt.get_parameters()], clip_grad, grad_norm)
     return bool(optimizer.step_with_ready_grads()), grad_norm
+
+
+def clip_by_total_norm_(grads: list, max_norm: float, total_norm: float) -> None:
+    """megatron's clip_grad_by_total_norm_fp32 (the same coefficient, the same products), scaling the grads in
+    place with one foreach multiply; its fallback without apex or Transformer Engine multiplies each grad into
+    a new tensor and copies it back. None entries (parameters without a grad) are skipped."""
+    coeff = max_norm / (total_norm + 1.0e-6)
+    grads = [g for g in grads if g is not None]
+    if coeff < 1.0 and grads:
+        torch._foreach_mul_(grads, coeff)
 
 
 def _past(cfg: C.PretrainConfig) -> dict:

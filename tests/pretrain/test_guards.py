@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from pretrain.checkpoint_reader import CheckpointReader
 from pretrain.rundir import EXIT_CONFIG, EXIT_DIVERGED, RunDir
@@ -64,3 +65,21 @@ def test_resume_refuses_a_config_that_changes_the_past(tiny_shards, tmp_path):
     forced = run_trainer(1, [*run, "train.iters=10", "optim.decay_iters=6", "train.global_batch_size=8",
                              "run.force_resume=true"])
     assert forced.returncode == 0 and "force_resume" in forced.stdout, forced.stderr[-3000:]
+
+
+def test_clip_by_total_norm_scales_in_place_like_megatron():
+    from pretrain.train import clip_by_total_norm_
+
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(64, 32, generator=gen), torch.randn(32, generator=gen), torch.randn(7, 5, generator=gen)]
+    total = float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads])))
+    coeff = 1.0 / (total + 1.0e-6)  # megatron's clip_grad_by_total_norm_fp32: grad * (max_norm / (norm + 1e-6))
+    expected = [g * coeff for g in grads]
+    ptrs = [g.data_ptr() for g in grads]
+    clip_by_total_norm_([grads[0], None, grads[1], grads[2]], max_norm=1.0, total_norm=total)
+    assert [g.data_ptr() for g in grads] == ptrs
+    assert all(torch.equal(g, e) for g, e in zip(grads, expected))
+    assert abs(float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))) - 1.0) < 1e-5
+    before = [g.clone() for g in grads]
+    clip_by_total_norm_(grads, max_norm=2.0, total_norm=1.0)  # under the limit: untouched
+    assert all(torch.equal(g, b) for g, b in zip(grads, before))
