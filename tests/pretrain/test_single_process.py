@@ -26,6 +26,12 @@ def _run(tiny_shards, run_dir, extra: list[str]) -> tuple[list[dict], str]:
     return list(read_metrics(run_dir / "metrics.jsonl")), proc.stdout
 
 
+def _assert_same_steps(plain: list[dict], ddp: list[dict]) -> None:
+    for a, b in zip(plain, ddp, strict=True):
+        for key in ("loss", "grad_norm", "val_loss"):
+            assert a.get(key) == b.get(key), f"step {a['step']}: {key} {a.get(key)} vs {b.get(key)} under DDP"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 def test_single_process_matches_megatron_ddp_bit_for_bit(tiny_shards, tmp_path, tied):
@@ -34,9 +40,7 @@ def test_single_process_matches_megatron_ddp_bit_for_bit(tiny_shards, tmp_path, 
     ddp, out_ddp = _run(tiny_shards, tmp_path / "ddp", [*extra, "parallel.ddp=always"])
     assert "SingleProcessModel" in out_plain and "DistributedDataParallel" in out_ddp
     assert plain[-1]["loss"] < plain[0]["loss"] - 0.2, f"the run does not learn: {[r['loss'] for r in plain]}"
-    for a, b in zip(plain, ddp, strict=True):
-        for key in ("loss", "grad_norm", "val_loss"):
-            assert a.get(key) == b.get(key), f"step {a['step']}: {key} {a.get(key)} vs {b.get(key)} under DDP"
+    _assert_same_steps(plain, ddp)
     weights = [CheckpointReader.open(tmp_path / d).model_state_dict() for d in ("plain", "ddp")]
     assert weights[0].keys() == weights[1].keys()
     for name, tensor in weights[0].items():
@@ -78,6 +82,4 @@ def test_single_process_bf16_one_micro_batch_matches_megatron_ddp(tiny_shards, t
     plain, out_plain = _run(tiny_shards, tmp_path / "plain", extra)
     ddp, out_ddp = _run(tiny_shards, tmp_path / "ddp", [*extra, "parallel.ddp=always"])
     assert "bf16, SingleProcessModel" in out_plain and "bf16, DistributedDataParallel" in out_ddp
-    for a, b in zip(plain, ddp, strict=True):
-        for key in ("loss", "grad_norm", "val_loss"):
-            assert a.get(key) == b.get(key), f"step {a['step']}: {key} {a.get(key)} vs {b.get(key)} under DDP"
+    _assert_same_steps(plain, ddp)
