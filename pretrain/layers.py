@@ -18,8 +18,17 @@ fc1 output when `config.use_te_activation_func` is set (the hook exists for Tran
 this module is ours and runs anywhere). Under tensor parallelism each rank's fc1 output holds its gate half
 then its up half (megatron's stride-2 split of fc1), as the unfused path assumes.
 
-tests/pretrain/test_layers.py checks both against the composed ops (values and gradients) and counts what each
-keeps for the backward.
+RoPE. megatron-core 0.16.1's unfused rotary embedding (`rope_utils._apply_rotary_pos_emb_bshd`, used when
+`apply_rope_fusion` is off) computes `t * cos + cat(-t2, t1) * sin` and then `cat((t, t_pass))` with an empty
+`t_pass`: a chunk, a negation and two concatenations, each a full copy of the query or key, in the forward and
+again in the backward, and cos/sin recomputed for every call. `rope` writes each half of the output from the
+two products directly (the same products and sums, in the same dtype, so its values and gradients are
+bit-identical to megatron's) and keeps only cos and sin for the backward, which is the same rotation by -theta.
+megatron calls a fused RoPE through `rope_utils.fused_apply_rotary_pos_emb` when `apply_rope_fusion` is on; that
+hook holds Transformer Engine's kernel when TE is installed, and `install_rope()` puts `rope` there otherwise.
+
+tests/pretrain/test_layers.py checks all three against megatron's or the composed ops (values and gradients)
+and counts what RMSNorm and SwiGLU keep for the backward.
 """
 
 from __future__ import annotations
@@ -108,3 +117,61 @@ class SwiGLU(torch.nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return swiglu(y)
+
+
+class _RoPEFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+        # as megatron: cos and sin of the fp32 angles, cast to t's dtype, then products in t's dtype
+        cos, sin = torch.cos(freqs).to(t.dtype), torch.sin(freqs).to(t.dtype)
+        ctx.save_for_backward(cos, sin)
+        out = torch.empty_like(t, memory_format=torch.contiguous_format)
+        _rotate(t, cos, sin, out, inverse=False)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        cos, sin = ctx.saved_tensors
+        out = torch.empty_like(grad, memory_format=torch.contiguous_format)
+        _rotate(grad, cos, sin, out, inverse=True)
+        return out, None
+
+
+def _rotate(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor, inverse: bool) -> None:
+    """out = t * cos + rotate_half(t) * sin on the first cos.shape[-1] channels (rotate_half(t) = [-t2, t1]),
+    or its transpose, g * cos + [(g * sin)2, -(g * sin)1], for the backward; the other channels are copied."""
+    rot = cos.shape[-1]
+    h = rot // 2
+    t1, t2, o1, o2 = t[..., :h], t[..., h:rot], out[..., :h], out[..., h:rot]
+    c1, c2, s1, s2 = cos[..., :h], cos[..., h:], sin[..., :h], sin[..., h:]
+    if not inverse:
+        torch.mul(t1, c1, out=o1).sub_(t2 * s1)
+        torch.mul(t2, c2, out=o2).add_(t1 * s2)
+    else:
+        torch.mul(t1, c1, out=o1).add_(t2 * s2)
+        torch.mul(t2, c2, out=o2).sub_(t1 * s1)
+    if rot < t.shape[-1]:
+        out[..., rot:].copy_(t[..., rot:])
+
+
+def rope(t: torch.Tensor, freqs: torch.Tensor, transpose_output_memory: bool = False,
+         interleaved: bool = False) -> torch.Tensor:
+    """Rotary embedding of t [s, b, heads, dim] by the angles freqs [s, 1, 1, rot_dim] (rot_dim <= dim, the
+    two halves of the rotated channels paired as in megatron's non-interleaved RoPE); the signature of megatron's
+    `fused_apply_rotary_pos_emb` hook."""
+    if interleaved:
+        raise ValueError("pretrain.layers.rope pairs the two halves of the head (rotary_interleaved=False); "
+                         "interleaved RoPE needs Transformer Engine's fused kernel")
+    if freqs.shape[-1] % 2 or freqs.shape[-1] > t.shape[-1]:
+        raise ValueError(f"RoPE angles of {freqs.shape[-1]} channels for heads of {t.shape[-1]}: "
+                         "need an even count no larger than the head")
+    return _RoPEFunction.apply(t, freqs)
+
+
+def install_rope() -> None:
+    """Make `rope` megatron's fused RoPE when Transformer Engine does not provide one (megatron then uses it
+    for every config with `apply_rope_fusion`). Idempotent; TE's kernel, when present, is left in place."""
+    from megatron.core.models.common.embeddings import rope_utils
+
+    if rope_utils.fused_apply_rotary_pos_emb is None:
+        rope_utils.fused_apply_rotary_pos_emb = rope

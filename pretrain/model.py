@@ -24,11 +24,14 @@ from megatron.core.transformer.transformer_block import TransformerBlockSubmodul
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from pretrain.config import ModelConfig, ParallelConfig
-from pretrain.layers import RMSNorm, SwiGLU
+from pretrain.layers import RMSNorm, SwiGLU, install_rope
 
 
 def transformer_config(m: ModelConfig, p: ParallelConfig, bf16: bool) -> TransformerConfig:
     r = p.recompute
+    # megatron's fused-RoPE hook: Transformer Engine's kernel when installed, else pretrain.layers.rope (the
+    # same values as megatron's unfused RoPE, without its copies); set before TransformerConfig checks for it
+    install_rope()
     return TransformerConfig(
         num_layers=m.num_layers,
         hidden_size=m.hidden_size,
@@ -49,7 +52,7 @@ def transformer_config(m: ModelConfig, p: ParallelConfig, bf16: bool) -> Transfo
         attention_dropout=0.0,
         init_method_std=m.init_std,
         bias_dropout_fusion=False,
-        apply_rope_fusion=False,
+        apply_rope_fusion=True,
         masked_softmax_fusion=False,
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,

@@ -1,6 +1,6 @@
 """`python -m tests.pretrain.layers_model OUT.json`: the tiny model built with our layer spec (pretrain.layers'
-RMSNorm and SwiGLU, SDPA) against the same weights in megatron-core's own local spec (torch's RMSNorm through
-WrappedTorchNorm, megatron's unfused glu, its DotProductAttention): loss, every parameter's gradient, and the
+RMSNorm, SwiGLU and RoPE, SDPA) against the same weights in megatron-core's own local spec (torch's RMSNorm
+through WrappedTorchNorm, megatron's unfused glu and RoPE, its DotProductAttention): loss, every parameter's gradient, and the
 bytes each keeps for the backward. World of one, gloo."""
 
 import json
@@ -28,6 +28,7 @@ def main(out_file: str) -> None:
     m.attention = "local"
     tcfg = transformer_config(m, cfg.parallel, bf16=False)
     tcfg.use_te_activation_func = False
+    tcfg.apply_rope_fusion = False  # megatron's unfused RoPE (ours is pretrain.layers.rope)
     theirs = GPTModel(config=tcfg, transformer_layer_spec=get_gpt_layer_local_spec(normalization="RMSNorm"),
                       vocab_size=vocab, max_sequence_length=m.seq_length, pre_process=True, post_process=True,
                       share_embeddings_and_output_weights=not m.untie_embeddings, position_embedding_type="rope",

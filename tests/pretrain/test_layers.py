@@ -1,5 +1,6 @@
 """pretrain.layers: RMSNorm and SwiGLU as autograd functions give the composed ops' values and gradients and
-keep less for the backward; the whole tiny model built with them matches megatron-core's own local spec."""
+keep less for the backward; RoPE is bit-identical to megatron's unfused RoPE; the whole tiny model built with
+them matches megatron-core's own local spec."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.layers import rms_norm, swiglu
+from pretrain.layers import rms_norm, rope, swiglu
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
@@ -73,6 +74,57 @@ def test_they_keep_less_for_the_backward():
     y1 = y * 1.0  # a non-leaf, as fc1's output is
     assert saved_bytes(lambda: swiglu(y1)) == y.numel() * 4  # fc1's output only
     assert saved_bytes(lambda: megatron_glu(y1)) == 2 * y.numel() * 4  # + silu(gate) and up + 0.0
+
+
+def rope_angles(s: int, rot_dim: int) -> torch.Tensor:
+    """megatron's RotaryEmbedding angles: [s, 1, 1, rot_dim], the two halves equal."""
+    inv = 1.0 / (10000 ** (torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim))
+    f = torch.outer(torch.arange(s, dtype=torch.float32), inv)
+    return torch.cat((f, f), -1)[:, None, None, :]
+
+
+@pytest.mark.parametrize("rot_dim", [64, 32])  # whole head, and megatron's rotary_percent=0.5
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_is_bit_identical_to_megatrons_unfused_rope(dtype, rot_dim):
+    from megatron.core.models.common.embeddings.rope_utils import _apply_rotary_pos_emb_bshd
+
+    gen = torch.Generator().manual_seed(0)
+    # query and key as megatron's attention gets them: strided views into the fused QKV projection's output
+    qkv = torch.randn(48, 2, 3, 2, 64, generator=gen).to(dtype).requires_grad_()
+    freqs = rope_angles(48, rot_dim)
+    g = torch.randn(48, 2, 2, 64, generator=gen).to(dtype)
+    for t in (qkv[:, :, 0], qkv[:, :, 1]):
+        out, want = rope(t, freqs), _apply_rotary_pos_emb_bshd(t, freqs)
+        assert out.dtype == dtype and out.is_contiguous()
+        assert torch.equal(out, want)
+        (got,), (ref,) = torch.autograd.grad(out, qkv, g), torch.autograd.grad(want, qkv, g)
+        assert torch.equal(got, ref)
+
+
+def test_rope_gradient_in_float64_and_what_it_keeps():
+    t = torch.randn(6, 2, 3, 8, dtype=torch.float64, requires_grad=True)
+    for rot_dim in (8, 4):
+        freqs = rope_angles(6, rot_dim).double()
+        assert torch.autograd.gradcheck(lambda x: rope(x, freqs), (t,))
+    q = torch.randn(256, 4, 12, 64, requires_grad=True) * 1.0
+    assert saved_bytes(lambda: rope(q, rope_angles(256, 64))) == 2 * 256 * 64 * 4  # cos and sin only
+    with pytest.raises(ValueError, match="interleaved"):
+        rope(q, rope_angles(256, 64), interleaved=True)
+
+
+def test_models_use_it_as_megatrons_fused_rope():
+    from megatron.core.models.common.embeddings import rope_utils
+
+    from pretrain import config as C
+    from pretrain.model import transformer_config
+
+    cfg = C.load(["model=tiny"])
+    assert transformer_config(cfg.model, cfg.parallel, bf16=False).apply_rope_fusion
+    # Transformer Engine's kernel when installed (GPU images), ours otherwise
+    try:
+        import transformer_engine  # noqa: F401
+    except ImportError:
+        assert rope_utils.fused_apply_rotary_pos_emb is rope
 
 
 @pytest.mark.slow
