@@ -31,6 +31,40 @@ def _keeps_param_step(inner: torch.optim.Optimizer) -> bool:
     return isinstance(inner, (torch.optim.Adam, torch.optim.AdamW))
 
 
+def fuse_cpu_adam(optimizer) -> int:
+    """Switch megatron's torch AdamW (its fallback without Transformer Engine or apex) to torch's fused kernel
+    where all its parameters are on the CPU: one pass over weights, grads and moments instead of the
+    single-tensor path's six (torch picks neither foreach nor fused by itself for CPU tensors). megatron does the
+    same for its own CPU optimizer (`fused=True` under optimizer_cpu_offload), and transformers' Trainer defaults
+    to it. The same update rule; the step count stays a float32 tensor on the parameter's device, as before.
+    Returns how many optimizers were switched."""
+    switched = 0
+    for opt in sub_optimizers(optimizer):
+        inner = getattr(opt, "optimizer", None)
+        if not _keeps_param_step(inner) or getattr(opt, "is_stub_optimizer", False):
+            continue
+        params = [p for g in inner.param_groups for p in g["params"]]
+        if not params or any(p.device.type != "cpu" or not p.is_floating_point() for p in params):
+            continue
+        if any(g.get("differentiable") or g.get("capturable") for g in inner.param_groups):
+            continue  # torch's fused kernel refuses both
+        for group in [*inner.param_groups, inner.defaults]:
+            group["foreach"], group["fused"] = False, True
+        switched += 1
+    return switched
+
+
+def describe(optimizer) -> str:
+    """The Adam implementation megatron built, for the trainer's start line: e.g. `torch AdamW (fused)`,
+    `transformer_engine FusedAdam`."""
+    inner = getattr(sub_optimizers(optimizer)[0], "optimizer", None)
+    if inner is None:
+        return "no optimizer"
+    group = inner.param_groups[0] if inner.param_groups else {}
+    kernel = " (fused)" if group.get("fused") else " (foreach)" if group.get("foreach") else ""
+    return f"{type(inner).__module__.split('.')[0]} {type(inner).__name__}{kernel}"
+
+
 def optimizer_step(optimizer) -> int:
     """How many updates Adam has applied (0 before the first); the same on every rank."""
     steps = set()

@@ -122,10 +122,13 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------------
     def fit(self, stop: _StopFlag) -> tuple[int, str]:
         """Train to the end, or stop early; returns (exit code, message)."""
+        from pretrain.optimizer_state import describe
+
         t = self.cfg.train
         _print0(f"training {self.total} steps: world {self.layout.world_size} = {self.layout.describe()}, "
                 f"{self.tokens_per_step} tokens/step, device {self.device.type}, "
-                f"{'bf16' if self.bf16 else 'fp32'}, {type(self.model[0]).__name__}; run dir {self.run_dir.path}")
+                f"{'bf16' if self.bf16 else 'fp32'}, {type(self.model[0]).__name__}, {describe(self.optimizer)}; "
+                f"run dir {self.run_dir.path}")
         for m in self.model:
             m.train()
         while self.iteration < self.total:
@@ -394,6 +397,7 @@ def build_model_and_optimizer(cfg: C.PretrainConfig, layout: Layout, vocab: int,
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
     from pretrain.model import SingleProcessModel, build_model_chunks, init_weights
+    from pretrain.optimizer_state import fuse_cpu_adam
 
     chunks = build_model_chunks(cfg.model, cfg.parallel, vocab, bf16)
     init_weights(chunks, cfg.model, cfg.run.seed)
@@ -420,6 +424,7 @@ def build_model_and_optimizer(cfg: C.PretrainConfig, layout: Layout, vocab: int,
         adam_beta2=o.beta2, adam_eps=o.eps, clip_grad=o.clip_grad, bf16=bf16,
         params_dtype=torch.bfloat16 if bf16 else torch.float32,
         use_distributed_optimizer=layout.distributed_optimizer), model)
+    fuse_cpu_adam(optimizer)
     return model, optimizer
 
 
