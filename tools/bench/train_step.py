@@ -20,7 +20,8 @@ Peer arms, one process each, no data loading (`--peers`): the same pre-built ran
       trainer's guarded update; trainer overrides after the flags apply; megatron-sdpa-ddp: megatron-sdpa
       with parallel.ddp=always (megatron's DDP even in one process);
   hf: transformers' LlamaForCausalLM (SDPA attention) with the same shape (parameter counts printed and
-      checked equal), torch.optim.AdamW and clip_grad_norm_.
+      checked equal), torch.optim.AdamW as transformers' Trainer builds it by default (the fused kernel)
+      and clip_grad_norm_.
 
 Each arm reports its median step, its peak RSS and its peak heap (bytes in use in the C heap over two more
 steps after the timed ones: what a step needs, without the freed memory the allocator keeps mapped).
@@ -91,10 +92,13 @@ def _peer_step(arm: str, shape: str, seq: int, batch: int, vocab: int, overrides
                                                            dtype=torch.float32)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
+        # the AdamW kernel transformers' Trainer picks by default ("adamw_torch_fused" with torch >= 2.8: the
+        # fused kernel, as our trainer uses on CPU, pretrain.optimizer_state.fuse_cpu_adam)
+        fused = transformers.TrainingArguments.__dataclass_fields__["optim"].default == "adamw_torch_fused"
         opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() > 1]},
                                  {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}],
                                 lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"],
-                                weight_decay=ADAMW["weight_decay"])
+                                weight_decay=ADAMW["weight_decay"], fused=fused)
 
         def step(b):
             opt.zero_grad(set_to_none=True)
