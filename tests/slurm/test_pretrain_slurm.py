@@ -90,6 +90,14 @@ def checkpoint_iters(run_dir: Path) -> list[int]:
     return sorted(int(p.name.split("_")[1]) for p in (run_dir / "checkpoints").glob("iter_*") if p.is_dir())
 
 
+def latest_iter(run_dir: Path) -> int | None:
+    """The iteration of the newest committed checkpoint (the `latest` pointer), None before the first."""
+    try:
+        return int((run_dir / "checkpoints" / "latest").read_text().strip().split("_")[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def rank_pid(run_dir: Path, rank: int) -> int:
     """PID of the trainer process with SLURM_PROCID=rank for this run (srun launch: one process per rank)."""
     for proc in Path("/proc").iterdir():
@@ -126,12 +134,14 @@ class Run:
     def finished(self) -> dict:
         return finish(self.cluster, self.job, self.dir)
 
-    def when_step(self, step: int, action) -> None:
-        """In a background thread: wait until the run has logged `step`, then call action(self)."""
+    def when_step(self, step: int, action, committed: int | None = None) -> None:
+        """In a background thread: wait until the run has logged `step` (and, with `committed`, until its newest
+        committed checkpoint is that iteration's), then call action(self)."""
         def watch():
             deadline = time.monotonic() + JOB_TIMEOUT
             while time.monotonic() < deadline:
-                if (self.dir / "metrics.jsonl").exists() and max(losses(self.dir), default=0) >= step:
+                if (self.dir / "metrics.jsonl").exists() and max(losses(self.dir), default=0) >= step \
+                        and (committed is None or latest_iter(self.dir) == committed):
                     self.events.append(f"step {step} seen")
                     action(self)
                     self.events.append("acted")
@@ -177,7 +187,9 @@ def jobs(local_slurm, tmp_path_factory, tiny_shards) -> dict[str, Run]:
                                                      "train.save_interval=10"]),
     }
     runs["preempted"].when_step(6, preempt)
-    runs["killed"].when_step(2 * SAVE + 1, kill_rank_1)
+    # killed once step 10's checkpoint is committed: saves are asynchronous (dcp), so at step 11 it may still be
+    # in flight, and a resume from step 5's would then be right
+    runs["killed"].when_step(2 * SAVE + 1, kill_rank_1, committed=2 * SAVE)
     yield runs
     for run in runs.values():
         local_slurm.cluster.run_client("scancel", run.job, check=False)
@@ -264,8 +276,8 @@ def test_killed_rank_fails_job_and_requeue_resumes_from_last_checkpoint(jobs, re
     outcome = attempts(run.dir)
     assert [a["outcome"] for a in outcome] == ["failed-requeued", "finished"] and outcome[0]["rc"] != 0
     first, second = segments(run.dir)
-    resumed_from = max(i for i in range(SAVE, ITERS, SAVE) if i <= max(first))
-    assert min(second) == resumed_from + 1, (sorted(first), sorted(second))
+    resumed_from = 2 * SAVE  # the newest committed checkpoint when rank 1 was killed
+    assert max(first) > resumed_from and min(second) == resumed_from + 1, (sorted(first), sorted(second))
     assert_same(second, losses(reference), range(resumed_from + 1, ITERS + 1))
 
 
