@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from pretrain.checkpoint_reader import LATEST, iter_dir_name
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = str(REPO / "slurm" / "pretrain.sbatch")
 ITERS = 20
@@ -90,12 +92,10 @@ def checkpoint_iters(run_dir: Path) -> list[int]:
     return sorted(int(p.name.split("_")[1]) for p in (run_dir / "checkpoints").glob("iter_*") if p.is_dir())
 
 
-def latest_iter(run_dir: Path) -> int | None:
-    """The iteration of the newest committed checkpoint (the `latest` pointer), None before the first."""
-    try:
-        return int((run_dir / "checkpoints" / "latest").read_text().strip().split("_")[1])
-    except (OSError, IndexError, ValueError):
-        return None
+def latest_is(run_dir: Path, iteration: int) -> bool:
+    """Whether the newest committed checkpoint (the `latest` pointer) is `iteration`'s."""
+    pointer = run_dir / "checkpoints" / LATEST
+    return pointer.is_file() and pointer.read_text().strip() == iter_dir_name(iteration)
 
 
 def rank_pid(run_dir: Path, rank: int) -> int:
@@ -141,7 +141,7 @@ class Run:
             deadline = time.monotonic() + JOB_TIMEOUT
             while time.monotonic() < deadline:
                 if (self.dir / "metrics.jsonl").exists() and max(losses(self.dir), default=0) >= step \
-                        and (committed is None or latest_iter(self.dir) == committed):
+                        and (committed is None or latest_is(self.dir, committed)):
                     self.events.append(f"step {step} seen")
                     action(self)
                     self.events.append("acted")
